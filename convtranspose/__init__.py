@@ -1,0 +1,20 @@
+"""MindSpore's transposed-convolution layers, exact to the number, in JAX and Flax."""
+
+from convtranspose import initializers as initializers
+from convtranspose.functional import conv1d_transpose as conv1d_transpose
+from convtranspose.functional import conv2d_transpose as conv2d_transpose
+from convtranspose.functional import conv3d_transpose as conv3d_transpose
+from convtranspose.functional import conv_transpose as conv_transpose
+from convtranspose.functional import conv_transpose_output_shape as conv_transpose_output_shape
+from convtranspose.modules import Conv2dTranspose as Conv2dTranspose
+
+__all__ = [
+    "Conv2dTranspose",
+    "conv1d_transpose",
+    "conv2d_transpose",
+    "conv3d_transpose",
+    "conv_transpose",
+    "conv_transpose_output_shape",
+    "initializers",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,67 @@
+"""``python -m convtranspose``: the seed example and a short tour of what the library does."""
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+import convtranspose as ct
+
+# Flax's layer on a shape that makes XLA abort (jaxlib 0.10.2/0.11.2); run in a child process.
+_FLAX_ABORT = """
+import jax, jax.numpy as jnp, flax.linen as nn
+layer = nn.ConvTranspose(1, (5, 2), strides=(2, 2), padding=((3, 3), (0, 0)))
+x = jnp.ones((1, 2, 13, 1))
+print(layer.apply(layer.init(jax.random.key(0), x), x).shape)
+"""
+
+
+def main() -> None:
+  print("1. MindSpore's example, as a Flax module")
+  net = ct.Conv2dTranspose(3, 64, 4, has_bias=False, weight_init="normal", pad_mode="pad")
+  x = jnp.ones((1, 3, 16, 50), jnp.float32)
+  variables = net.init(jax.random.key(0), x)
+  y = jax.jit(net.apply)(variables, x)
+  print("   params:", jax.tree.map(jnp.shape, variables))
+  print("   output:", y.shape)
+
+  weight = variables["params"]["weight"]
+  print("\n2. The same layer as a pure function, and the output shape of every pad mode (stride 2)")
+  same = ct.conv2d_transpose(x, weight, pad_mode="pad")
+  print("   function == module:", bool(jnp.array_equal(same, y)))
+  for pad_mode, padding in (("same", 0), ("valid", 0), ("pad", 1), ("pad", (0, 1, 2, 0))):
+    shape = ct.conv_transpose_output_shape((16, 50), 4, stride=2, pad_mode=pad_mode, padding=padding)
+    print(f"   pad_mode={pad_mode!r:8} padding={padding!s:13} -> {shape}")
+
+  print("\n3. It is the adjoint of the forward convolution: <conv(z, W), x> == <z, conv_transpose(x, W)>")
+  x = jax.random.normal(jax.random.key(1), (2, 3, 16, 50))
+  out = ct.conv2d_transpose(x, weight, stride=2, pad_mode="pad", padding=1, precision=lax.Precision.HIGHEST)
+  z = jax.random.normal(jax.random.key(2), out.shape)
+  conv_z = lax.conv_general_dilated(z, weight, (2, 2), [(1, 1), (1, 1)], precision=lax.Precision.HIGHEST)
+  print(f"   {float(jnp.vdot(conv_z, x)):.4f} == {float(jnp.vdot(z, out)):.4f}")
+
+  print("\n4. jit, grad and vmap compose")
+  def loss(w, x):
+    return jnp.mean(ct.conv2d_transpose(x, w, stride=2, pad_mode="same") ** 2)
+
+  grad = jax.jit(jax.grad(loss))(weight, x)
+  per_example = jax.vmap(lambda xi: ct.conv2d_transpose(xi[None], weight, stride=2)[0])(x)
+  print("   grad w.r.t. weight:", grad.shape, "  vmapped output:", per_example.shape)
+
+  print("\n5. MindSpore's initializers by name or object")
+  for init in ("HeUniform", "xavier_uniform", ct.initializers.Normal(sigma=0.02)):
+    w = ct.initializers.resolve(init)(jax.random.key(3), (3, 64, 4, 4))
+    print(f"   {init!s:30} std {float(w.std()):.4f}")
+
+  print("\n6. Never aborts: a shape on which XLA kills Flax's nn.ConvTranspose")
+  child = subprocess.run([sys.executable, "-c", _FLAX_ABORT], capture_output=True, text=True)
+  flax_result = child.stdout.strip() if child.returncode == 0 else f"process died (exit code {child.returncode})"
+  ours = ct.conv2d_transpose(jnp.ones((1, 1, 2, 13)), jnp.ones((1, 1, 5, 2)), stride=2, pad_mode="pad", padding=1)
+  print(f"   flax.linen.ConvTranspose: {flax_result}")
+  print(f"   convtranspose:            {ours.shape}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,136 @@
+"""Normalization of MindSpore-style arguments into canonical, frozen values.
+
+Each kind of argument has exactly one helper here, applied once at the public edge (the functions in
+`convtranspose.functional` and the constructors of the modules). The private core only ever sees a
+`Geometry`. Exception types are MindSpore's (checked against MindSpore 2.10): ``TypeError`` for a wrong
+type, ``ValueError`` for a wrong value.
+"""
+
+import dataclasses
+from typing import Any
+
+from convtranspose import _shapes
+
+_SIDE_NAMES = {
+    1: ("left", "right"),
+    2: ("top", "bottom", "left", "right"),
+    3: ("head", "tail", "top", "bottom", "left", "right"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+  """Canonical per-spatial-dimension arguments of one transposed convolution.
+
+  Attributes:
+    kernel_size: ``(k_1, ..., k_n)``.
+    stride: ``(s_1, ..., s_n)``.
+    dilation: ``(d_1, ..., d_n)``.
+    padding: ``((lo_1, hi_1), ..., (lo_n, hi_n))``, the forward convolution's padding, already resolved
+      from ``pad_mode`` by `convtranspose._shapes.forward_padding` (``hi`` may be negative).
+    group: number of channel groups.
+  """
+
+  kernel_size: tuple[int, ...]
+  stride: tuple[int, ...]
+  dilation: tuple[int, ...]
+  padding: tuple[tuple[int, int], ...]
+  group: int
+
+  def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Spatial output shape for spatial ``input_shape``; see `convtranspose._shapes.output_shape`."""
+    return _shapes.output_shape(input_shape, self.kernel_size, self.stride, self.dilation, self.padding)
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive_int(value: Any, name: str) -> int:
+  """``value`` if it is an ``int >= 1``; TypeError for a non-int (bool included), else ValueError."""
+  if not _is_int(value):
+    raise TypeError(f"`{name}` must be an int, but got {value!r} of type {type(value).__name__}.")
+  if value < 1:
+    raise ValueError(f"`{name}` must be an int >= 1, but got {value}.")
+  return value
+
+
+def int_tuple(value: Any, n: int, name: str, minimum: int = 1) -> tuple[int, ...]:
+  """An int (repeated ``n`` times) or a tuple of ``n`` ints, each ``>= minimum``, as a tuple.
+
+  A list is not a tuple, as in MindSpore. Raises TypeError for another type or a tuple of the wrong length
+  (MindSpore's ``twice``/``_check_3d_int_or_tuple`` do), ValueError for a value below ``minimum``.
+  """
+  if _is_int(value):
+    values = (value,) * n
+  elif isinstance(value, tuple) and all(_is_int(v) for v in value):
+    if len(value) != n:
+      raise TypeError(f"`{name}` must be an int or a tuple of {n} ints, but got {value!r} of length {len(value)}.")
+    values = value
+  else:
+    raise TypeError(f"`{name}` must be an int or a tuple of {n} ints, but got {value!r} of type "
+                    f"{type(value).__name__}.")
+  for v in values:
+    if v < minimum:
+      raise ValueError(f"`{name}` must contain ints >= {minimum}, but got {value!r}.")
+  return values
+
+
+def pad_mode(value: Any) -> str:
+  """``value`` if it is one of ``'same'``, ``'valid'``, ``'pad'`` (case-sensitive, as in MindSpore)."""
+  if not isinstance(value, str) or value not in _shapes.PAD_MODES:
+    raise ValueError(f"`pad_mode` must be one of {list(_shapes.PAD_MODES)}, but got {value!r}.")
+  return value
+
+
+def padding(value: Any, n: int, mode: str) -> tuple[tuple[int, int], ...]:
+  """MindSpore's ``padding`` as ``((lo_1, hi_1), ..., (lo_n, hi_n))``.
+
+  ``value`` is an int (every side) or a tuple of ``2 * n`` ints ordered as MindSpore orders them
+  (``(top, bottom, left, right)`` in 2-D). It must be non-negative, and all zero unless ``mode == 'pad'``.
+  """
+  sides = 2 * n
+  names = ", ".join(_SIDE_NAMES.get(n, ("lo", "hi") * n))
+  if _is_int(value):
+    flat = (value,) * sides
+  elif isinstance(value, tuple) and all(_is_int(v) for v in value):
+    if len(value) != sides:
+      raise ValueError(f"`padding` must be an int or a tuple of {sides} ints ({names}), but got {value!r} of "
+                       f"length {len(value)}.")
+    flat = value
+  else:
+    raise TypeError(f"`padding` must be an int or a tuple of {sides} ints ({names}), but got {value!r} of "
+                    f"type {type(value).__name__}.")
+  if any(v < 0 for v in flat):
+    raise ValueError(f"`padding` must be >= 0, but got {value!r}.")
+  if mode != "pad" and any(flat):
+    raise ValueError(f"`padding` must be 0 when `pad_mode` is {mode!r} (only 'pad' takes explicit padding), "
+                     f"but got {value!r}.")
+  return tuple((flat[2 * i], flat[2 * i + 1]) for i in range(n))
+
+
+def channels_and_group(in_channels: Any, out_channels: Any, group: Any) -> None:
+  """Checks ``in_channels``, ``out_channels`` and ``group`` are ints >= 1 and ``group`` divides both."""
+  positive_int(in_channels, "in_channels")
+  positive_int(out_channels, "out_channels")
+  positive_int(group, "group")
+  for name, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
+    if channels % group:
+      raise ValueError(f"`{name}` (={channels}) must be divisible by `group` (={group}).")
+
+
+def geometry(n: int, kernel_size: Any, stride: Any, pad_mode_: Any, padding_: Any, dilation: Any,
+             group: Any) -> Geometry:
+  """Validates MindSpore's arguments for ``n`` spatial dimensions and returns their `Geometry`."""
+  kernel = int_tuple(kernel_size, n, "kernel_size")
+  strides = int_tuple(stride, n, "stride")
+  dilations = int_tuple(dilation, n, "dilation")
+  mode = pad_mode(pad_mode_)
+  pads = padding(padding_, n, mode)
+  return Geometry(
+      kernel_size=kernel,
+      stride=strides,
+      dilation=dilations,
+      padding=tuple(_shapes.forward_padding(k, s, d, mode, p) for k, s, d, p in zip(kernel, strides, dilations, pads)),
+      group=positive_int(group, "group"),
+  )

@@ -1,0 +1,91 @@
+"""All shape arithmetic of the transposed convolution, one spatial dimension at a time.
+
+Every length this package computes comes from here. Conventions, per spatial dimension:
+
+* ``L``: input length, ``k``: kernel size, ``s``: stride, ``d``: dilation;
+* ``dk = d * (k - 1) + 1``: the dilated kernel size;
+* ``(lo, hi)``: the padding of the *forward* convolution this layer is the adjoint of (MindSpore's and
+  PyTorch's meaning of ``padding``). ``hi`` may be negative: MindSpore's ``same`` and ``valid`` modes with
+  ``dk < s`` leave ``s - dk`` output rows that no input reaches.
+
+The output length is then ``out = L * s + dk - s - (lo + hi)`` (MindSpore's ``_deconv_output_length``),
+which is ``(L - 1) * s + dk - lo - hi``: relationship 14 of Dumoulin & Visin, "A guide to convolution
+arithmetic for deep learning" (arXiv:1603.07285), with asymmetric padding.
+"""
+
+from collections.abc import Sequence
+
+PAD_MODES = ("same", "valid", "pad")
+
+
+def dilated_kernel_size(kernel_size: int, dilation: int) -> int:
+  """``dk = dilation * (kernel_size - 1) + 1``: the extent of a dilated kernel."""
+  return dilation * (kernel_size - 1) + 1
+
+
+def forward_padding(kernel_size: int, stride: int, dilation: int, pad_mode: str,
+                    padding: tuple[int, int]) -> tuple[int, int]:
+  """The forward convolution's ``(lo, hi)`` padding for one spatial dimension.
+
+  With ``dk`` the dilated kernel size, as MindSpore 2.10 computes it (``Conv2DBackpropInput``):
+
+  * ``same``: ``lo + hi = dk - s``, so that ``out = L * s``. When ``dk >= s``, ``lo = (dk - s) // 2`` and
+    the odd position goes to ``hi`` (TensorFlow's SAME). When ``dk < s``, ``lo = 0`` and ``hi = dk - s < 0``:
+    the last ``s - dk`` rows receive no input.
+  * ``valid``: ``lo = 0`` and ``hi = min(dk - s, 0)``, so ``out = L * s + max(dk - s, 0)``.
+  * ``pad``: ``(lo, hi) = padding``, any non-negative values (more than ``dk - 1`` crops).
+
+  Args:
+    kernel_size: ``k``.
+    stride: ``s``.
+    dilation: ``d``.
+    pad_mode: ``'same'``, ``'valid'`` or ``'pad'``.
+    padding: the user's ``(lo, hi)``; only read when ``pad_mode == 'pad'``.
+
+  Returns:
+    ``(lo, hi)``.
+  """
+  overlap = dilated_kernel_size(kernel_size, dilation) - stride
+  if pad_mode == "same":
+    lo = max(overlap, 0) // 2
+    return lo, overlap - lo
+  if pad_mode == "valid":
+    return 0, min(overlap, 0)
+  return padding
+
+
+def output_length(input_length: int, kernel_size: int, stride: int, dilation: int,
+                  padding: tuple[int, int]) -> int:
+  """``out = L * s + dk - s - (lo + hi)``; may be zero or negative (the caller decides)."""
+  lo, hi = padding
+  return input_length * stride + dilated_kernel_size(kernel_size, dilation) - stride - (lo + hi)
+
+
+def lhs_dilated_padding(kernel_size: int, dilation: int, padding: tuple[int, int]) -> tuple[int, int]:
+  """Padding of the stride-1 convolution over the ``s``-dilated input: ``(dk - 1 - lo, dk - 1 - hi)``.
+
+  The transposed convolution is ``conv(dilate(x, s), flip(W))`` with this padding; negative values crop.
+  """
+  lo, hi = padding
+  edge = dilated_kernel_size(kernel_size, dilation) - 1
+  return edge - lo, edge - hi
+
+
+def output_shape(input_shape: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int],
+                 dilation: Sequence[int], padding: Sequence[tuple[int, int]]) -> tuple[int, ...]:
+  """Spatial output shape from canonical per-dimension arguments (``padding`` as from `forward_padding`).
+
+  Raises:
+    ValueError: if a dimension's output length is negative, naming the dimension and its arithmetic.
+  """
+  shape = []
+  for axis, (length, k, s, d, pad) in enumerate(zip(input_shape, kernel_size, stride, dilation, padding)):
+    out = output_length(length, k, s, d, pad)
+    if out < 0:
+      raise ValueError(
+          f"Output length along spatial dimension {axis} would be negative: L * stride + dk - stride - "
+          f"(pad_lo + pad_hi) = {length} * {s} + {dilated_kernel_size(k, d)} - {s} - ({pad[0]} + {pad[1]}) "
+          f"= {out}, with input length {length}, kernel_size {k}, stride {s}, dilation {d}. "
+          "Reduce the padding or enlarge the input.")
+    shape.append(out)
+  return tuple(shape)

@@ -1,0 +1,272 @@
+"""The transposed convolution as pure JAX functions, with MindSpore's semantics.
+
+One N-dimensional `conv_transpose` does the work; `conv1d_transpose`, `conv2d_transpose` and
+`conv3d_transpose` only fix the rank. The formulation is the reference one: a stride-1 convolution of the
+``stride``-dilated input (``lhs_dilation``) with the spatially flipped kernel, padded by
+``dk - 1 - pad`` on each side (negative values crop).
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from convtranspose import _arguments, _shapes
+
+Array = jax.Array
+IntOrTuple = int | tuple[int, ...]
+
+
+def conv_transpose_output_shape(input_shape: Sequence[int], kernel_size: IntOrTuple, stride: IntOrTuple = 1,
+                                pad_mode: str = "same", padding: IntOrTuple = 0,
+                                dilation: IntOrTuple = 1) -> tuple[int, ...]:
+  """Spatial output shape of a MindSpore transposed convolution.
+
+  Per spatial dimension, with ``dk = dilation * (kernel_size - 1) + 1`` and input length ``L``:
+
+  * ``same``: ``L * stride``;
+  * ``valid``: ``L * stride + max(dk - stride, 0)``;
+  * ``pad``: ``L * stride + dk - stride - (pad_lo + pad_hi)``.
+
+  Args:
+    input_shape: the *spatial* input shape, e.g. ``(H, W)``; its length sets the number of dimensions.
+    kernel_size: int or tuple, one per spatial dimension.
+    stride: int or tuple.
+    pad_mode: ``'same'``, ``'valid'`` or ``'pad'``.
+    padding: int or a tuple of two per dimension, MindSpore's order (``(top, bottom, left, right)``).
+    dilation: int or tuple.
+
+  Returns:
+    The spatial output shape; a zero means an empty output.
+
+  Raises:
+    TypeError, ValueError: for invalid arguments (as MindSpore), or a negative output length.
+
+  >>> conv_transpose_output_shape((16, 50), 4, pad_mode='pad')
+  (19, 53)
+  >>> conv_transpose_output_shape((5,), 3, stride=4, pad_mode='valid')
+  (20,)
+  """
+  geometry = _arguments.geometry(len(input_shape), kernel_size, stride, pad_mode, padding, dilation, 1)
+  return geometry.output_shape(tuple(input_shape))
+
+
+def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
+                   pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, group: int = 1,
+                   *, precision: lax.PrecisionLike = None) -> Array:
+  """N-dimensional transposed convolution with MindSpore's semantics (``nn.Conv{1,2,3}dTranspose``).
+
+  The number of spatial dimensions ``n`` is ``weight.ndim - 2``. The result is the adjoint (the VJP with
+  respect to the input) of the forward convolution with the same ``weight``, ``stride``, ``dilation``,
+  ``group`` and padding, whose output has the shape below. Per spatial dimension, with
+  ``dk = dilation * (k - 1) + 1`` and input length ``L``:
+
+  ==========  ==============================================  =========================================
+  pad_mode    output length                                   forward padding ``(lo, hi)``
+  ==========  ==============================================  =========================================
+  ``same``    ``L * stride``                                  ``lo = max(dk - stride, 0) // 2``, rest hi
+  ``valid``   ``L * stride + max(dk - stride, 0)``            ``(0, 0)``
+  ``pad``     ``L * stride + dk - stride - (lo + hi)``        ``padding``
+  ==========  ==============================================  =========================================
+
+  When ``dk < stride`` in ``same`` and ``valid`` mode, the last ``stride - dk`` rows receive no input and
+  hold zeros (plus bias). An output length of zero gives an empty array.
+
+  Args:
+    x: input, ``(N, C_in, *spatial)`` (``NCHW`` in 2-D).
+    weight: ``(C_in, C_out // group, *kernel_size)``, MindSpore's layout (the ``IOHW`` kernel spec in 2-D).
+    bias: ``(C_out,)`` or None.
+    stride: int or tuple of ``n`` ints ``>= 1``.
+    pad_mode: ``'same'``, ``'valid'`` or ``'pad'``.
+    padding: int or tuple of ``2 * n`` ints ``>= 0``, MindSpore's order (``(top, bottom, left, right)``
+      in 2-D); must be zero unless ``pad_mode == 'pad'``. Values above ``dk - 1`` crop.
+    dilation: int or tuple of ``n`` ints ``>= 1``.
+    group: splits channels: input channels of group ``g`` (rows ``g`` of ``weight``) feed output channels
+      of group ``g``. ``group == C_in == C_out`` is depthwise.
+    precision: passed to `jax.lax.conv_general_dilated`.
+
+  Returns:
+    ``(N, C_out, *out_spatial)``, in the promoted dtype of ``x``, ``weight`` and ``bias``.
+
+  Raises:
+    TypeError, ValueError: for invalid arguments (MindSpore's types), inputs whose rank or channel count
+      does not match ``weight``, or a negative output length.
+
+  >>> x = jnp.ones((1, 1, 2, 2))
+  >>> conv_transpose(x, jnp.ones((1, 1, 2, 2)), stride=2, pad_mode='valid').shape
+  (1, 1, 4, 4)
+  >>> conv_transpose(x, jnp.ones((1, 1, 3, 3)), stride=2, pad_mode='same')[0, 0]
+  Array([[1., 1., 2., 1.],
+         [1., 1., 2., 1.],
+         [2., 2., 4., 2.],
+         [1., 1., 2., 1.]], dtype=float32)
+  """
+  n = weight.ndim - 2
+  if n < 1:
+    raise ValueError(f"`weight` must have shape (C_in, C_out // group, *kernel_size) with at least one spatial "
+                     f"dimension, but got shape {weight.shape}.")
+  geometry = _arguments.geometry(n, weight.shape[2:], stride, pad_mode, padding, dilation, group)
+  return _conv_transpose(x, weight, bias, geometry, precision)
+
+
+def conv1d_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
+                     pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, group: int = 1,
+                     *, precision: lax.PrecisionLike = None) -> Array:
+  """`conv_transpose` for ``x`` of shape ``(N, C_in, L)``, ``weight`` ``(C_in, C_out // group, k)``.
+
+  ``padding`` is an int or ``(left, right)``.
+  """
+  _check_rank(weight, 1)
+  return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, precision=precision)
+
+
+def conv2d_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
+                     pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, group: int = 1,
+                     *, precision: lax.PrecisionLike = None) -> Array:
+  """`conv_transpose` for ``x`` of shape ``(N, C_in, H, W)``, ``weight`` ``(C_in, C_out // group, kH, kW)``.
+
+  ``padding`` is an int or ``(top, bottom, left, right)``.
+
+  >>> x = jnp.ones((1, 3, 16, 50))
+  >>> conv2d_transpose(x, jnp.ones((3, 64, 4, 4)), pad_mode='pad').shape
+  (1, 64, 19, 53)
+  """
+  _check_rank(weight, 2)
+  return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, precision=precision)
+
+
+def conv3d_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
+                     pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, group: int = 1,
+                     *, precision: lax.PrecisionLike = None) -> Array:
+  """`conv_transpose` for ``x`` of shape ``(N, C_in, D, H, W)``, ``weight`` ``(C_in, C_out // group, kD, kH, kW)``.
+
+  ``padding`` is an int or ``(head, tail, top, bottom, left, right)``.
+  """
+  _check_rank(weight, 3)
+  return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, precision=precision)
+
+
+def _check_rank(weight: Any, n: int) -> None:
+  if np.ndim(weight) != n + 2:
+    raise ValueError(f"`weight` must have {n + 2} dimensions (C_in, C_out // group, {n} kernel sizes) for a "
+                     f"{n}-D transposed convolution, but got shape {np.shape(weight)}.")
+
+
+def _check_operands(x: Array, weight: Array, bias: Array | None, group: int) -> int:
+  """Checks ranks and channel counts against ``weight``; returns ``C_out``."""
+  n = weight.ndim - 2
+  if x.ndim != n + 2:
+    raise ValueError(f"`x` must have {n + 2} dimensions (N, C_in, {n} spatial) to match a weight of shape "
+                     f"{weight.shape}, but got shape {x.shape}.")
+  in_channels = weight.shape[0]
+  if x.shape[1] != in_channels:
+    raise ValueError(f"`x` has {x.shape[1]} channels (axis 1 of shape {x.shape}), but `weight` of shape "
+                     f"{weight.shape} expects C_in = {in_channels}.")
+  if in_channels % group:
+    raise ValueError(f"`group` (={group}) must divide C_in = weight.shape[0] (={in_channels}).")
+  out_channels = weight.shape[1] * group
+  if bias is not None and bias.shape != (out_channels,):
+    raise ValueError(f"`bias` must have shape (C_out,) = ({out_channels},), but got {bias.shape}.")
+  return out_channels
+
+
+def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _arguments.Geometry,
+                    precision: lax.PrecisionLike) -> Array:
+  """The core: canonical arguments only, never re-validated beyond the operands' shapes."""
+  x, weight = jnp.asarray(x), jnp.asarray(weight)
+  bias = None if bias is None else jnp.asarray(bias)
+  out_channels = _check_operands(x, weight, bias, geometry.group)
+  dtype = jnp.result_type(*(a for a in (x, weight, bias) if a is not None))
+  x, weight = x.astype(dtype), weight.astype(dtype)
+  n = weight.ndim - 2
+  out_spatial = geometry.output_shape(x.shape[2:])
+  out_shape = (x.shape[0], out_channels, *out_spatial)
+
+  if 0 in out_shape or x.size == 0:
+    y = jnp.zeros(out_shape, dtype)  # nothing to convolve: no input reaches any output
+  else:
+    y = _lhs_dilated(x, weight, geometry, out_spatial, precision)
+  if bias is not None:
+    y = y + bias.astype(dtype).reshape((1, out_channels) + (1,) * n)
+  return y
+
+
+def _lhs_dilated(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
+                 precision: lax.PrecisionLike) -> Array:
+  """``conv(dilate(x, stride), flip(W))``: the reference formulation, guarded against an XLA abort."""
+  n = weight.ndim - 2
+  conv_padding = [
+      _shapes.lhs_dilated_padding(k, d, pad)
+      for k, d, pad in zip(geometry.kernel_size, geometry.dilation, geometry.padding)
+  ]
+  extra = [
+      _operand_swap_guard(k, s, d, pad, out)
+      for k, s, d, pad, out in zip(geometry.kernel_size, geometry.stride, geometry.dilation, conv_padding, out_spatial)
+  ]
+  conv_padding = [(lo, hi + e) for (lo, hi), e in zip(conv_padding, extra)]
+  spatial = tuple(range(2, n + 2))
+  y = lax.conv_general_dilated(
+      x,
+      lax.rev(_group_kernel(weight, geometry.group), spatial),
+      window_strides=(1,) * n,
+      padding=conv_padding,
+      lhs_dilation=geometry.stride,
+      rhs_dilation=geometry.dilation,
+      # Kernel (C_in // group, C_out, *k): axis 1 is the output feature, axis 0 the input feature.
+      dimension_numbers=lax.ConvDimensionNumbers(lhs_spec=(0, 1, *spatial), rhs_spec=(1, 0, *spatial),
+                                                 out_spec=(0, 1, *spatial)),
+      feature_group_count=geometry.group,
+      precision=precision,
+  )
+  if any(extra):
+    y = y[(slice(None), slice(None), *(slice(0, out) for out in out_spatial))]
+  return y
+
+
+def _group_kernel(weight: Array, group: int) -> Array:
+  """MindSpore's ``(C_in, C_out // G, *k)`` as ``(C_in // G, C_out, *k)``, output channels group-major.
+
+  XLA's grouped convolution splits the kernel's output-feature axis into ``G`` consecutive blocks, block
+  ``g`` seeing input channels ``[g * C_in / G, (g + 1) * C_in / G)``; MindSpore's weight holds group ``g``
+  in rows ``[g * C_in / G, (g + 1) * C_in / G)``. With one group this is only a relabelling (no copy).
+  """
+  if group == 1:
+    return weight
+  in_channels, out_per_group, *kernel = weight.shape
+  grouped = weight.reshape(group, in_channels // group, out_per_group, *kernel)
+  return jnp.swapaxes(grouped, 0, 1).reshape(in_channels // group, group * out_per_group, *kernel)
+
+
+def _operand_swap_guard(kernel_size: int, stride: int, dilation: int, conv_padding: tuple[int, int],
+                        out_length: int) -> int:
+  """Extra high padding (0 or 1) that keeps one spatial dimension away from an XLA abort.
+
+  XLA's convolution operand swap (``SwapConvolutionOperandsIfBeneficial`` in ``conv_operand_swapper.cc``,
+  run by the algebraic simplifier) treats a spatial dimension with zero padding, no window dilation or
+  reversal, ``base_dilation == window_size`` and ``stride == window_size - 1`` as a "group" dimension and
+  copies its window unchanged into the swapped convolution, whose kernel then no longer fits it: a CHECK
+  failure ("Window dimensions do not match RHS shape") kills the process (jaxlib 0.10.2 and 0.11.2, CPU
+  and GPU). Two convolutions of ours can match that pattern:
+
+  * the forward pass (window ``k``, base dilation ``stride``, window stride 1): ``k == stride == 2``,
+    ``dilation == 1`` and zero padding;
+  * JAX's weight gradient of it (window = the output cotangent of length ``out``, base dilation
+    ``stride``, window stride ``dilation``, same padding): ``out == stride`` and
+    ``dilation == stride - 1`` with zero padding.
+
+  For those dimensions one more row of padding at the high end (sliced off afterwards) breaks the
+  pattern in both; the input gradient has no base dilation and cannot match. Grouped convolutions are
+  guarded too, since XLA may rewrite them into ungrouped ones before the swap. Verified by
+  ``tests/test_xla_abort.py`` over every small configuration.
+
+  Returns:
+    1 if the dimension must be padded by one more row (and the result sliced), else 0.
+  """
+  if conv_padding != (0, 0):
+    return 0
+  forward_pattern = kernel_size == stride == 2 and dilation == 1
+  weight_gradient_pattern = out_length == stride and dilation == stride - 1
+  return int(forward_pattern or weight_gradient_pattern)

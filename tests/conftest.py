@@ -1,0 +1,46 @@
+"""Shared test configuration and helpers."""
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+
+# Tolerances per dtype for comparisons against an independent float32/float64 answer: ``atol`` is scaled by
+# max(1, max|reference|), since an output element sums up to C_in * prod(kernel) products.
+TOLERANCES = {
+    np.dtype("float32"): dict(rtol=1e-5, atol=1e-5),
+    np.dtype("float16"): dict(rtol=1e-2, atol=1e-2),
+    jax.numpy.dtype("bfloat16"): dict(rtol=2e-2, atol=2e-2),
+}
+
+
+def assert_close(actual, expected, dtype=np.float32):
+  """``assert_allclose`` with the tolerance of ``dtype`` and ``atol`` scaled to the reference's magnitude."""
+  actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+  assert actual.shape == expected.shape, (actual.shape, expected.shape)
+  tol = TOLERANCES[np.dtype(dtype)]
+  scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+  np.testing.assert_allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale)
+
+
+def _tuples(config: dict) -> dict:
+  """JSON turned MindSpore's tuples into lists; turn them back (a list is not a valid argument)."""
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+
+
+def load_cases(name: str) -> tuple[list[dict], dict]:
+  """Configs and arrays of a fixture file written by ``fixtures/make_mindspore_golden.py``."""
+  data = np.load(FIXTURES / name)
+  arrays = {k: data[k] for k in data.files}
+  return [_tuples(c) for c in json.loads(str(arrays.pop("configs")))], arrays
+
+
+@pytest.fixture(scope="session")
+def mindspore_cases():
+  return load_cases("mindspore_conv2d_transpose.npz")

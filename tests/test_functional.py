@@ -1,0 +1,313 @@
+"""The pure function: hand-checked cases, PyTorch, the adjoint and VJP identities, JAX transformations."""
+
+import functools
+
+import chex
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from jax import lax
+
+import convtranspose as ct
+from conftest import assert_close
+
+# ---------------------------------------------------------------------------------------------------------
+# All-ones cases, checkable by hand: each output element counts the (input, kernel tap) pairs that reach it.
+
+
+@pytest.mark.parametrize(
+    "length, kernel, stride, dilation, pad_mode, padding, expected",
+    [
+        # valid, dk=3 > s=2: out = 2*2 + 3 - 2 = 5; taps of x0 at 0..2, of x1 at 2..4.
+        (2, 3, 2, 1, "valid", 0, [1, 1, 2, 1, 1]),
+        # same crops dk - s = 1 position, at the high end (floor(1/2) = 0 from the low end): out = 4.
+        (2, 3, 2, 1, "same", 0, [1, 1, 2, 1]),
+        # same with dk - s = 3: one off the low end, two off the high end of [1, 1, 2, 2, 1, 1, ...].
+        (3, 5, 2, 1, "same", 0, [1, 2, 2, 3, 2, 2]),
+        # pad (1, 1) crops one from each end of the valid result.
+        (2, 3, 2, 1, "pad", (1, 1), [1, 2, 1]),
+        # asymmetric pad (0, 2).
+        (2, 3, 2, 1, "pad", (0, 2), [1, 1, 2]),
+        # dk = 1 < s = 3: valid and same give L * s rows, the last s - dk of each stride are zeros.
+        (2, 1, 3, 1, "valid", 0, [1, 0, 0, 1, 0, 0]),
+        (2, 1, 3, 1, "same", 0, [1, 0, 0, 1, 0, 0]),
+        # dilation 2: taps at 0 and 2, dk = 3, stride 1, valid: out = 2 + 3 - 1 = 4.
+        (2, 2, 1, 2, "valid", 0, [1, 1, 1, 1]),
+        # padding larger than dk - 1 crops into the signal: valid [1, 1, 2, 1, 1] minus 3 + 1.
+        (2, 3, 2, 1, "pad", (3, 1), [1]),
+        # cropped to nothing.
+        (1, 1, 1, 1, "pad", (1, 0), []),
+    ],
+)
+def test_all_ones_1d(length, kernel, stride, dilation, pad_mode, padding, expected):
+  y = ct.conv1d_transpose(jnp.ones((1, 1, length)), jnp.ones((1, 1, kernel)), None, stride, pad_mode, padding,
+                          dilation)
+  np.testing.assert_array_equal(y[0, 0], np.array(expected, np.float32))
+
+
+def test_same_bias_reaches_rows_without_input():
+  y = ct.conv1d_transpose(jnp.ones((1, 1, 2)), jnp.ones((1, 1, 1)), jnp.array([0.5]), 3, "valid")
+  np.testing.assert_array_equal(y[0, 0], [1.5, 0.5, 0.5, 1.5, 0.5, 0.5])
+
+
+def test_groups_map_weight_row_blocks_to_output_blocks():
+  # in=4, out=2, group=2: input channels {0, 1} -> output channel 0 through weight rows 0-1, {2, 3} -> 1.
+  x = jnp.arange(1.0, 5.0).reshape(1, 4, 1, 1)
+  weight = jnp.array([1.0, 10.0, 100.0, 1000.0]).reshape(4, 1, 1, 1)
+  y = ct.conv2d_transpose(x, weight, group=2)
+  np.testing.assert_array_equal(y.reshape(2), [1 * 1 + 2 * 10, 3 * 100 + 4 * 1000])
+
+
+def test_depthwise():
+  x = jnp.arange(1.0, 4.0).reshape(1, 3, 1, 1)
+  y = ct.conv2d_transpose(x, jnp.full((3, 1, 2, 2), 2.0), stride=2, pad_mode="valid", group=3)
+  np.testing.assert_array_equal(y, 2 * jnp.broadcast_to(x, (1, 3, 2, 2)))
+
+
+def test_2d_padding_order_is_top_bottom_left_right():
+  y = ct.conv2d_transpose(jnp.ones((1, 1, 2, 2)), jnp.ones((1, 1, 3, 3)), None, 2, "pad", (0, 2, 1, 0))
+  rows, cols = np.array([1, 1, 2]), np.array([1, 2, 1, 1])  # (0, 2) off H, (1, 0) off W of [1, 1, 2, 1, 1]
+  np.testing.assert_array_equal(y[0, 0], np.outer(rows, cols))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# An independent reference: the forward convolution, whose adjoint the layer is.
+
+
+def forward_padding(kernel, stride, dilation, pad_mode, padding):
+  """MindSpore's forward-convolution padding per dimension, written from its documentation."""
+  pads = []
+  for i, (k, s, d) in enumerate(zip(kernel, stride, dilation)):
+    dk = d * (k - 1) + 1
+    if pad_mode == "same":
+      pads.append((max(dk - s, 0) // 2, dk - s - max(dk - s, 0) // 2))
+    elif pad_mode == "valid":
+      pads.append((0, min(dk - s, 0)))
+    else:
+      pads.append((padding[2 * i], padding[2 * i + 1]))
+  return pads
+
+
+def forward_conv(z, weight, stride, dilation, pads, group):
+  """Ordinary convolution from the transposed layer's output space back to its input space."""
+  n = weight.ndim - 2
+  spec = "NC" + "DHW"[-n:]
+  return lax.conv_general_dilated(z, weight, stride, pads, rhs_dilation=dilation,
+                                  dimension_numbers=(spec, "OI" + spec[2:], spec), feature_group_count=group,
+                                  precision=lax.Precision.HIGHEST)
+
+
+@st.composite
+def layers(draw, max_rank=3):
+  n = draw(st.integers(1, max_rank))
+  group = draw(st.sampled_from([1, 1, 2]))
+  in_channels, out_channels = group * draw(st.integers(1, 3)), group * draw(st.integers(1, 3))
+  kernel = tuple(draw(st.integers(1, 4)) for _ in range(n))
+  stride = tuple(draw(st.integers(1, 3)) for _ in range(n))
+  dilation = tuple(draw(st.integers(1, 2)) for _ in range(n))
+  pad_mode = draw(st.sampled_from(["same", "valid", "pad"]))
+  padding = tuple(draw(st.integers(0, 3)) for _ in range(2 * n)) if pad_mode == "pad" else 0
+  lengths = tuple(draw(st.integers(1, 5)) for _ in range(n))
+  try:
+    out = ct.conv_transpose_output_shape(lengths, kernel, stride, pad_mode, padding, dilation)
+  except ValueError:
+    out = (0,)
+  assume(min(out) > 0)
+  return dict(n=n, group=group, in_channels=in_channels, out_channels=out_channels, kernel=kernel, stride=stride,
+              dilation=dilation, pad_mode=pad_mode, padding=padding, lengths=lengths, out=out)
+
+
+def random_operands(layer, seed, batch=2):
+  keys = jax.random.split(jax.random.key(seed), 3)
+  x = jax.random.normal(keys[0], (batch, layer["in_channels"], *layer["lengths"]))
+  weight = jax.random.normal(keys[1], (layer["in_channels"], layer["out_channels"] // layer["group"], *layer["kernel"]))
+  z = jax.random.normal(keys[2], (batch, layer["out_channels"], *layer["out"]))
+  return x, weight, z
+
+
+def apply(layer, x, weight, bias=None):
+  return ct.conv_transpose(x, weight, bias, layer["stride"], layer["pad_mode"], layer["padding"], layer["dilation"],
+                           layer["group"], precision=lax.Precision.HIGHEST)
+
+
+@settings(deadline=None, max_examples=40)
+@given(layer=layers(), seed=st.integers(0, 2**16))
+def test_adjoint_identity(layer, seed):
+  """<conv(z, W), x> == <z, conv_transpose(x, W)> for every rank, mode, group."""
+  x, weight, z = random_operands(layer, seed)
+  pads = forward_padding(layer["kernel"], layer["stride"], layer["dilation"], layer["pad_mode"], layer["padding"])
+  conv_z = forward_conv(z, weight, layer["stride"], layer["dilation"], pads, layer["group"])
+  assert conv_z.shape == x.shape
+  lhs = jnp.vdot(conv_z, x)
+  rhs = jnp.vdot(z, apply(layer, x, weight))
+  np.testing.assert_allclose(lhs, rhs, rtol=1e-4, atol=1e-4 * float(jnp.linalg.norm(x) * jnp.linalg.norm(z)))
+
+
+@settings(deadline=None, max_examples=40)
+@given(layer=layers(), seed=st.integers(0, 2**16))
+def test_equals_vjp_of_forward_conv(layer, seed):
+  x, weight, z = random_operands(layer, seed)
+  pads = forward_padding(layer["kernel"], layer["stride"], layer["dilation"], layer["pad_mode"], layer["padding"])
+  _, vjp = jax.vjp(lambda z: forward_conv(z, weight, layer["stride"], layer["dilation"], pads, layer["group"]), z)
+  (expected,) = vjp(x)
+  assert_close(apply(layer, x, weight), expected)
+
+
+@settings(deadline=None, max_examples=25)
+@given(layer=layers(max_rank=2), seed=st.integers(0, 2**16))
+def test_gradients_are_those_of_the_adjoint(layer, seed):
+  """d/dx and d/dW of <z, conv_transpose(x, W)> equal those of <conv(z, W), x>, computed by JAX's own rules."""
+  x, weight, z = random_operands(layer, seed)
+  pads = forward_padding(layer["kernel"], layer["stride"], layer["dilation"], layer["pad_mode"], layer["padding"])
+  ours = jax.grad(lambda x, w: jnp.vdot(z, apply(layer, x, w)), argnums=(0, 1))(x, weight)
+  theirs = jax.grad(
+      lambda x, w: jnp.vdot(forward_conv(z, w, layer["stride"], layer["dilation"], pads, layer["group"]), x),
+      argnums=(0, 1))(x, weight)
+  for a, b in zip(ours, theirs):
+    assert_close(a, b)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PyTorch as a second oracle for explicit padding, dilation and groups (and bias).
+
+TORCH_FUNCTIONS = {1: torch.nn.functional.conv_transpose1d, 2: torch.nn.functional.conv_transpose2d,
+                   3: torch.nn.functional.conv_transpose3d}
+
+
+def torch_reference(layer, x, weight, bias):
+  """PyTorch's transposed convolution; asymmetric padding as an unpadded one cropped (PyTorch pads evenly)."""
+  lo_hi = [(layer["padding"][2 * i], layer["padding"][2 * i + 1]) for i in range(layer["n"])]
+  symmetric = all(lo == hi for lo, hi in lo_hi)
+  y = TORCH_FUNCTIONS[layer["n"]](
+      torch.tensor(np.asarray(x)), torch.tensor(np.asarray(weight)),
+      None if bias is None else torch.tensor(np.asarray(bias)), stride=layer["stride"],
+      padding=tuple(lo for lo, _ in lo_hi) if symmetric else 0, groups=layer["group"], dilation=layer["dilation"])
+  if not symmetric:
+    y = y[(slice(None), slice(None), *(slice(lo, y.shape[2 + i] - hi) for i, (lo, hi) in enumerate(lo_hi)))]
+  return y.numpy()
+
+
+@settings(deadline=None, max_examples=50)
+@given(layer=layers(), seed=st.integers(0, 2**16), has_bias=st.booleans())
+def test_pad_mode_matches_pytorch(layer, seed, has_bias):
+  if layer["pad_mode"] != "pad":
+    layer = dict(layer, pad_mode="pad", padding=(0,) * (2 * layer["n"]))
+    layer["out"] = ct.conv_transpose_output_shape(layer["lengths"], layer["kernel"], layer["stride"], "pad", 0,
+                                                  layer["dilation"])
+  x, weight, _ = random_operands(layer, seed)
+  bias = jax.random.normal(jax.random.key(seed + 1), (layer["out_channels"],)) if has_bias else None
+  assert_close(apply(layer, x, weight, bias), torch_reference(layer, x, weight, bias))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# JAX transformations and dtypes.
+
+
+@pytest.mark.parametrize("transform", [jax.jit, lambda fn: fn], ids=["jit", "eager"])
+def test_jit_and_eager_match_the_vjp(transform):
+  x = jax.random.normal(jax.random.key(0), (2, 4, 5, 6))
+  weight = jax.random.normal(jax.random.key(1), (4, 3, 3, 2))
+  fn = functools.partial(ct.conv2d_transpose, stride=(2, 3), pad_mode="pad", padding=(1, 0, 2, 1), dilation=(1, 2))
+  y = transform(fn)(x, weight)
+  pads = [(1, 0), (2, 1)]
+  _, vjp = jax.vjp(lambda z: forward_conv(z, weight, (2, 3), (1, 2), pads, 1), jnp.zeros(y.shape))
+  assert_close(y, vjp(x)[0])
+
+
+def test_jit_compiles_once_per_shape():
+  fn = ct.conv2d_transpose
+  counted = chex.assert_max_traces(lambda x, w: fn(x, w, stride=2), n=1)
+  jitted = jax.jit(counted)
+  for seed in range(3):
+    jitted(jax.random.normal(jax.random.key(seed), (1, 2, 3, 3)), jnp.ones((2, 2, 2, 2)))
+
+
+def test_vmap_over_an_extra_batch_axis():
+  x = jax.random.normal(jax.random.key(0), (5, 2, 3, 4, 4))
+  weight = jax.random.normal(jax.random.key(1), (3, 2, 3, 3))
+  fn = functools.partial(ct.conv2d_transpose, stride=2, pad_mode="same")
+  batched = jax.vmap(fn, in_axes=(0, None))(x, weight)
+  assert_close(batched.reshape(10, 2, 8, 8), fn(x.reshape(10, 3, 4, 4), weight))
+
+
+def test_vmap_over_weights():
+  x = jax.random.normal(jax.random.key(0), (2, 3, 4, 4))
+  weights = jax.random.normal(jax.random.key(1), (4, 3, 2, 3, 3))
+  batched = jax.vmap(lambda w: ct.conv2d_transpose(x, w, stride=2))(weights)
+  for i in range(4):
+    assert_close(batched[i], ct.conv2d_transpose(x, weights[i], stride=2))
+
+
+def test_eval_shape_needs_no_computation():
+  x = jax.ShapeDtypeStruct((8, 3, 16, 50), jnp.bfloat16)
+  weight = jax.ShapeDtypeStruct((3, 64, 4, 4), jnp.bfloat16)
+  out = jax.eval_shape(functools.partial(ct.conv2d_transpose, pad_mode="pad"), x, weight)
+  assert out.shape == (8, 64, 19, 53) and out.dtype == jnp.bfloat16
+
+
+def test_grad_through_bias():
+  x = jnp.ones((1, 1, 2, 2))
+  grad = jax.grad(lambda b: ct.conv2d_transpose(x, jnp.ones((1, 3, 2, 2)), b, stride=2).sum())(jnp.zeros(3))
+  np.testing.assert_array_equal(grad, [16.0, 16.0, 16.0])  # each bias element reaches 4 x 4 outputs
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_low_precision_inputs(dtype):
+  x = jax.random.normal(jax.random.key(0), (2, 4, 5, 5))
+  weight = 0.2 * jax.random.normal(jax.random.key(1), (4, 3, 3, 3))
+  y = ct.conv2d_transpose(x.astype(dtype), weight.astype(dtype), stride=2, pad_mode="pad", padding=1)
+  assert y.dtype == dtype
+  exact = ct.conv2d_transpose(x.astype(dtype).astype(jnp.float32), weight.astype(dtype).astype(jnp.float32), stride=2,
+                              pad_mode="pad", padding=1, precision=lax.Precision.HIGHEST)
+  assert_close(y, exact, dtype)
+
+
+def test_mixed_dtypes_promote():
+  y = ct.conv2d_transpose(jnp.ones((1, 1, 2, 2), jnp.bfloat16), jnp.ones((1, 1, 2, 2), jnp.float32))
+  assert y.dtype == jnp.float32
+
+
+def test_zero_batch_and_zero_length_inputs():
+  weight, bias = jnp.ones((2, 3, 3, 3)), jnp.arange(3.0)
+  assert ct.conv2d_transpose(jnp.ones((0, 2, 4, 4)), weight, bias, stride=2).shape == (0, 3, 8, 8)
+  y = ct.conv2d_transpose(jnp.ones((1, 2, 0, 4)), weight, bias, stride=2, pad_mode="valid")
+  assert y.shape == (1, 3, 1, 9)  # 0 * 2 + max(3 - 2, 0) rows that no input reaches: bias only
+  np.testing.assert_array_equal(y, jnp.broadcast_to(bias.reshape(1, 3, 1, 1), y.shape))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Errors at call time.
+
+
+def test_wrong_input_rank():
+  with pytest.raises(ValueError, match=r"`x` must have 4 dimensions .* got shape \(3, 8, 8\)"):
+    ct.conv2d_transpose(jnp.ones((3, 8, 8)), jnp.ones((3, 2, 2, 2)))
+
+
+def test_wrong_channel_count():
+  with pytest.raises(ValueError, match=r"`x` has 5 channels .* expects C_in = 3"):
+    ct.conv2d_transpose(jnp.ones((1, 5, 8, 8)), jnp.ones((3, 2, 2, 2)))
+
+
+def test_wrong_weight_rank_for_2d():
+  with pytest.raises(ValueError, match=r"`weight` must have 4 dimensions"):
+    ct.conv2d_transpose(jnp.ones((1, 3, 8)), jnp.ones((3, 2, 2)))
+
+
+def test_group_must_divide_weight_rows():
+  with pytest.raises(ValueError, match=r"`group` \(=2\) must divide C_in"):
+    ct.conv2d_transpose(jnp.ones((1, 3, 4, 4)), jnp.ones((3, 2, 2, 2)), group=2)
+
+
+def test_bias_shape():
+  with pytest.raises(ValueError, match=r"`bias` must have shape \(C_out,\) = \(4,\)"):
+    ct.conv2d_transpose(jnp.ones((1, 2, 4, 4)), jnp.ones((2, 2, 2, 2)), jnp.ones(2), group=2)
+
+
+def test_negative_output_names_the_dimension():
+  with pytest.raises(ValueError, match=r"spatial dimension 1 would be negative: .* = 2 \* 1 \+ 2 - 1 - \(3 \+ 3\) = -3"):
+    ct.conv2d_transpose(jnp.ones((1, 1, 4, 2)), jnp.ones((1, 1, 2, 2)), pad_mode="pad", padding=(0, 0, 3, 3))

@@ -1,0 +1,44 @@
+"""The shape arithmetic, table-tested: one row per branch, numbers MindSpore 2.10 printed."""
+
+import pytest
+
+import convtranspose as ct
+from convtranspose import _shapes
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, dilation, pad_mode, padding, expected",
+    [
+        (4, 2, 1, "same", (0, 0), (1, 1)),   # same, dk - s = 2: even split
+        (5, 2, 1, "same", (0, 0), (1, 2)),   # same, dk - s = 3: the odd position goes to the high side
+        (3, 2, 2, "same", (0, 0), (1, 2)),   # same, dilation: dk = 5
+        (1, 3, 1, "same", (0, 0), (0, -2)),  # same, dk < s: nothing cropped, s - dk rows without input
+        (3, 2, 1, "valid", (0, 0), (0, 0)),  # valid, dk >= s: full transposed convolution
+        (2, 4, 1, "valid", (0, 0), (0, -2)),  # valid, dk < s: L * s rows, the last s - dk without input
+        (3, 2, 1, "pad", (4, 1), (4, 1)),    # pad: the user's padding, even beyond dk - 1
+    ],
+)
+def test_forward_padding(kernel, stride, dilation, pad_mode, padding, expected):
+  assert _shapes.forward_padding(kernel, stride, dilation, pad_mode, padding) == expected
+
+
+@pytest.mark.parametrize(
+    "input_shape, kernel, stride, pad_mode, padding, dilation, expected",
+    [
+        ((16, 50), 4, 1, "pad", 0, 1, (19, 53)),               # MindSpore's docstring example
+        ((16, 50), 4, 1, "same", 0, 1, (16, 50)),              # same: L * s
+        ((7, 5), (3, 2), (2, 3), "same", 0, 1, (14, 15)),      # same, per-dimension stride
+        ((7,), 5, 2, "valid", 0, 1, (17,)),                     # valid: L * s + dk - s
+        ((7,), 2, 4, "valid", 0, 1, (28,)),                     # valid with dk < s: L * s
+        ((7,), 3, 2, "valid", 0, 3, (19,)),                     # valid with dilation: dk = 7
+        ((7, 7), 3, 2, "pad", (1, 0, 2, 3), 1, (14, 10)),       # pad, asymmetric, MindSpore's order
+        ((1,), 1, 1, "pad", (1, 0), 1, (0,)),                   # cropped to nothing: empty, not an error
+        ((0, 3), 3, 2, "valid", 0, 1, (1, 7)),                  # empty input: rows only the bias reaches
+    ],
+)
+def test_output_shape(input_shape, kernel, stride, pad_mode, padding, dilation, expected):
+  assert ct.conv_transpose_output_shape(input_shape, kernel, stride, pad_mode, padding, dilation) == expected
+
+
+def test_lhs_dilated_padding_crops_when_padding_exceeds_the_kernel():
+  assert _shapes.lhs_dilated_padding(3, 1, (4, 0)) == (-2, 2)

@@ -1,0 +1,96 @@
+"""No configuration may abort the interpreter: XLA's operand-swap CHECK failure, probed in subprocesses.
+
+XLA's algebraic simplifier dies ("Window dimensions do not match RHS shape") on some valid lhs-dilated
+convolutions (see `convtranspose.functional._operand_swap_guard`). An abort cannot be caught in-process,
+so every probe runs in a child Python: an abort is a failed test naming the configuration, not a dead run.
+"""
+
+import pathlib
+import signal
+import subprocess
+import sys
+
+import jaxlib
+import numpy as np
+import pytest
+import torch
+
+import convtranspose as ct
+
+PROBE = pathlib.Path(__file__).resolve().parent / "xla_abort_probe.py"
+ROOT = PROBE.parent.parent
+NUM_CHUNKS = 8
+# Versions on which the unguarded formulation was seen to abort (CPU; 0.11.2 on GPU too).
+KNOWN_AFFECTED_JAXLIB = {"0.10.2", "0.11.2"}
+# Unguarded, this configuration aborts in the weight gradient: k=4, s=2, padding 3 gives out == stride.
+WEIGHT_GRADIENT_CASE = ("pad", ((3, 4, 2, 1, (3, 3)), (1, 4, 1, 1, (1, 0))), 1, 1)
+# Unguarded, this one aborts in the forward pass: k == s == 2, padding 1 leaves the dilated conv unpadded.
+FORWARD_CASE = ("pad", ((3, 2, 2, 1, (1, 1)), (1, 4, 1, 1, (1, 0))), 1, 1)
+
+
+def run_python(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=1200)
+
+
+def describe(result: subprocess.CompletedProcess) -> str:
+  configs = [line for line in result.stdout.splitlines() if line.startswith("config")]
+  last = configs[-1] if configs else "(none started)"
+  return f"exit code {result.returncode}; last configuration started: {last}\n{result.stderr[-2000:]}"
+
+
+def test_an_abort_is_reported_not_fatal():
+  result = run_python("-c", "import os; print('config (about to abort)', flush=True); os.abort()")
+  assert result.returncode == -signal.SIGABRT
+  assert "about to abort" in describe(result)
+
+
+@pytest.mark.parametrize("chunk", range(NUM_CHUNKS))
+def test_small_configurations_never_abort(chunk):
+  """Input 1-3, kernel 1-5, stride 1-3, dilation 1-2, every pad mode, groups: forward and both gradients."""
+  result = run_python(str(PROBE), str(chunk), str(NUM_CHUNKS))
+  assert result.returncode == 0, describe(result)
+  assert result.stdout.splitlines()[-1].startswith("done "), describe(result)
+
+
+@pytest.mark.parametrize("config", [FORWARD_CASE, WEIGHT_GRADIENT_CASE], ids=["forward", "weight-gradient"])
+def test_the_guard_is_what_prevents_the_abort(config):
+  guarded = run_python(str(PROBE), "--config", repr(config))
+  assert guarded.returncode == 0, describe(guarded)
+  if jaxlib.__version__ not in KNOWN_AFFECTED_JAXLIB:
+    pytest.skip(f"the unguarded abort was observed on jaxlib {sorted(KNOWN_AFFECTED_JAXLIB)}, this is "
+                f"{jaxlib.__version__}: only the guarded half of this test applies")
+  unguarded = run_python(str(PROBE), "--config", repr(config), "--unguarded")
+  assert unguarded.returncode == -signal.SIGABRT, describe(unguarded)
+
+
+ISSUE_EXAMPLES = {
+    # jax.lax.conv_general_dilated(ones(1, 2, 1, 8), ones(1, 2, 2, 2), (1, 1), ((1, 0), (0, 0)), lhs_dilation=(1, 2))
+    # aborts; the same transposed convolution in our terms (conv padding dk - 1 - pad):
+    "lax": dict(x=(1, 2, 1, 8), weight=(2, 1, 2, 2), stride=(1, 2), padding=(0, 1, 1, 1)),
+    # flax nn.ConvTranspose(1, (5, 2), strides=(2, 2), padding=((3, 3), (0, 0))) on (1, 2, 13, 1) NHWC aborts:
+    "flax": dict(x=(1, 1, 2, 13), weight=(1, 1, 5, 2), stride=(2, 2), padding=(1, 1, 1, 1)),
+}
+
+
+@pytest.mark.parametrize("name", ISSUE_EXAMPLES)
+def test_issue_reproducers_compute_what_pytorch_computes(name, tmp_path):
+  case = ISSUE_EXAMPLES[name]
+  rng = np.random.default_rng(0)
+  x, weight = rng.standard_normal(case["x"], np.float32), rng.standard_normal(case["weight"], np.float32)
+  np.save(tmp_path / "x.npy", x)
+  np.save(tmp_path / "w.npy", weight)
+  code = (
+      "import jax, numpy as np, convtranspose as ct; "
+      f"x, w = np.load({str(tmp_path / 'x.npy')!r}), np.load({str(tmp_path / 'w.npy')!r}); "
+      f"y, g = jax.value_and_grad(lambda x, w: (ct.conv2d_transpose(x, w, None, {case['stride']}, 'pad', "
+      f"{case['padding']}) ** 2).sum(), (0, 1))(x, w); "
+      f"np.save({str(tmp_path / 'y.npy')!r}, np.asarray(ct.conv2d_transpose(x, w, None, {case['stride']}, 'pad', "
+      f"{case['padding']})))"
+  )
+  result = run_python("-c", code)
+  assert result.returncode == 0, describe(result)
+  top, bottom, left, right = case["padding"]
+  full = torch.nn.functional.conv_transpose2d(torch.tensor(x), torch.tensor(weight), stride=case["stride"]).numpy()
+  expected = full[:, :, top:full.shape[2] - bottom, left:full.shape[3] - right]  # PyTorch pads symmetrically only
+  np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-5)
+  assert expected.shape == ct.conv2d_transpose(x, weight, None, case["stride"], "pad", case["padding"]).shape

@@ -1,0 +1,86 @@
+"""Runs transposed convolutions that could hit XLA's operand-swap CHECK failure; meant for a subprocess.
+
+Usage: ``python tests/xla_abort_probe.py CHUNK NUM_CHUNKS [--unguarded]`` for a share of the sweep, or
+``python tests/xla_abort_probe.py --config "REPR" [--unguarded]`` for one configuration.
+
+For every configuration of its chunk it prints one ``config`` line *before* compiling, then compiles and
+runs, in one jitted function, the forward pass and the gradients with respect to the input and the weight.
+The last line is ``done N`` when every configuration ran. If XLA aborts, the process dies with SIGABRT and
+the last ``config`` line names the culprit. ``--unguarded`` removes the package's guard (to show the abort
+is real on this jaxlib).
+"""
+
+import ast
+import itertools
+import sys
+
+import jax
+import jax.numpy as jnp
+
+import convtranspose as ct
+from convtranspose import functional
+
+# One spatial dimension: input length, kernel, stride, dilation (the ranges the issue names).
+LENGTHS, KERNELS, STRIDES, DILATIONS = (1, 2, 3), (1, 2, 3, 4, 5), (1, 2, 3), (1, 2)
+# The swap only happens when it looks cheaper: a companion dimension whose kernel is larger than its input
+# makes it so, as in the issue's reproducer.
+COMPANIONS = {"same": (1, 5, 1, 1, (0, 0)), "valid": (1, 5, 1, 1, (0, 0)), "pad": (1, 4, 1, 1, (1, 0))}
+
+
+def paddings(mode, kernel, dilation):
+  """``pad`` mode: zero, one, and around ``dk - 1`` (where the lhs-dilated convolution is unpadded)."""
+  if mode != "pad":
+    return ((0, 0),)
+  edge = dilation * (kernel - 1)
+  pads = {(p, p) for p in (0, 1, edge, edge + 1)} | {(edge, 0), (0, edge), (edge, max(edge - 1, 0))}
+  return sorted(pads)
+
+
+def configurations():
+  """``(pad_mode, ((L, k, s, d, pad) per dimension), channels, group)``, every small case, in order."""
+  for mode in ("same", "valid", "pad"):
+    for length, kernel, stride, dilation in itertools.product(LENGTHS, KERNELS, STRIDES, DILATIONS):
+      for pad in paddings(mode, kernel, dilation):
+        swept, companion = (length, kernel, stride, dilation, pad), COMPANIONS[mode]
+        yield mode, (swept, companion), 1, 1
+        yield mode, (companion, swept), 1, 1
+        yield mode, (companion, swept), 2, 2
+        yield mode, (swept, swept), 1, 1
+
+
+def run(mode, dims, channels, group):
+  (lengths, kernels, strides, dilations, pads) = zip(*dims)
+  padding = tuple(p for pair in pads for p in pair) if mode == "pad" else 0
+  x = jnp.ones((1, channels, *lengths))
+  w = jnp.ones((channels, channels // group, *kernels))
+
+  def loss(x, w):
+    y = ct.conv2d_transpose(x, w, None, strides, mode, padding, dilations, group)
+    return jnp.sum(y * y), y
+
+  try:
+    (_, y), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(x, w)
+  except ValueError:
+    return  # a negative output length: rejected before XLA sees it
+  jax.block_until_ready((y, grads))
+
+
+def main():
+  args = [a for a in sys.argv[1:] if a != "--unguarded"]
+  if len(args) != len(sys.argv) - 1:
+    functional._operand_swap_guard = lambda *args: 0
+  if args[0] == "--config":
+    chosen = [ast.literal_eval(args[1])]
+  else:
+    chunk, num_chunks = int(args[0]), int(args[1])
+    chosen = [c for i, c in enumerate(configurations()) if i % num_chunks == chunk]
+  count = 0
+  for config in chosen:
+    print("config", config, flush=True)
+    run(*config)
+    count += 1
+  print("done", count, flush=True)
+
+
+if __name__ == "__main__":
+  main()
