@@ -104,11 +104,11 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: I
          [2., 2., 4., 2.],
          [1., 1., 2., 1.]], dtype=float32)
   """
-  n = weight.ndim - 2
-  if n < 1:
+  weight_shape = np.shape(weight)
+  if len(weight_shape) < 3:
     raise ValueError(f"`weight` must have shape (C_in, C_out // group, *kernel_size) with at least one spatial "
-                     f"dimension, but got shape {weight.shape}.")
-  geometry = _arguments.geometry(n, weight.shape[2:], stride, pad_mode, padding, dilation, group)
+                     f"dimension, but got shape {weight_shape}.")
+  geometry = _arguments.geometry(len(weight_shape) - 2, weight_shape[2:], stride, pad_mode, padding, dilation, group)
   return _conv_transpose(x, weight, bias, geometry, precision)
 
 

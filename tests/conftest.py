@@ -9,6 +9,9 @@ import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+# The fixture generator imports MindSpore, which the tests never need; keep --doctest-modules away from it.
+collect_ignore = ["fixtures/make_mindspore_golden.py"]
+
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 
 # Tolerances per dtype for comparisons against an independent float32/float64 answer: ``atol`` is scaled by
@@ -30,8 +33,9 @@ def assert_close(actual, expected, dtype=np.float32):
 
 
 def _tuples(config: dict) -> dict:
-  """JSON turned MindSpore's tuples into lists; turn them back (a list is not a valid argument)."""
-  return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+  """JSON turned MindSpore's tuple arguments into lists; turn them back (a list is not a valid argument)."""
+  arguments = ("kernel_size", "stride", "padding", "dilation")
+  return {k: tuple(v) if k in arguments and isinstance(v, list) else v for k, v in config.items()}
 
 
 def load_cases(name: str) -> tuple[list[dict], dict]:
