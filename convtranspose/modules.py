@@ -62,19 +62,21 @@ class _ConvTranspose(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Applies the layer to ``x`` of shape ``(N, C_in, *spatial)``; returns ``(N, C_out, *out_spatial)``."""
-    geometry, weight_shape = _canonical(self)
-    weight = self.param("weight", initializers.resolve(self.weight_init, "weight_init"), weight_shape,
-                        self.param_dtype)
-    bias = None
-    if self.has_bias:
-      bias = self.param("bias", initializers.resolve(self.bias_init, "bias_init"), (self.out_channels,),
-                        self.param_dtype)
+    geometry, weight_shape, weight_init, bias_init = _canonical(self)
+    weight = self.param("weight", weight_init, weight_shape, self.param_dtype)
+    bias = self.param("bias", bias_init, (self.out_channels,), self.param_dtype) if self.has_bias else None
     x, weight, bias = promote_dtype(x, weight, bias, dtype=self.dtype)
     return _conv_transpose(x, weight, bias, geometry, self.precision)
 
 
-def _canonical(layer: _ConvTranspose) -> tuple[_arguments.Geometry, tuple[int, ...]]:
-  """Validates a layer's MindSpore arguments; returns its `Geometry` and weight shape ``(C_in, C_out // G, *k)``.
+def _canonical(
+    layer: _ConvTranspose,
+) -> tuple[_arguments.Geometry, tuple[int, ...], initializers.InitFn, initializers.InitFn | None]:
+  """Validates a layer's MindSpore arguments.
+
+  Returns:
+    The layer's `Geometry`, its weight shape ``(C_in, C_out // group, *kernel_size)`` and its weight and
+    bias initializers as ``init(key, shape, dtype)`` (no bias initializer without ``has_bias``).
 
   A function, not a method: Flax wraps module methods, which cannot run before ``__post_init__`` ends.
   """
@@ -84,17 +86,20 @@ def _canonical(layer: _ConvTranspose) -> tuple[_arguments.Geometry, tuple[int, .
   if not isinstance(layer.has_bias, bool):
     raise TypeError(f"`has_bias` must be a bool, but got {layer.has_bias!r} of type {type(layer.has_bias).__name__}.")
   weight_shape = (layer.in_channels, layer.out_channels // layer.group, *geometry.kernel_size)
-  initializers.check_shape(initializers.resolve(layer.weight_init, "weight_init"), weight_shape, "weight_init")
-  if layer.has_bias:
-    initializers.check_shape(initializers.resolve(layer.bias_init, "bias_init"), (layer.out_channels,), "bias_init")
-  return geometry, weight_shape
+  weight_init = initializers.resolve(layer.weight_init, "weight_init")
+  initializers.check_shape(weight_init, weight_shape, "weight_init")
+  bias_init = None
+  if layer.has_bias:  # as in MindSpore, bias_init is only read when there is a bias
+    bias_init = initializers.resolve(layer.bias_init, "bias_init")
+    initializers.check_shape(bias_init, (layer.out_channels,), "bias_init")
+  return geometry, weight_shape, weight_init, bias_init
 
 
 class Conv2dTranspose(_ConvTranspose):
   """MindSpore's ``nn.Conv2dTranspose``: input ``(N, C_in, H, W)``, ``weight`` ``(C_in, C_out // group, kH, kW)``.
 
-  ``padding`` is an int or ``(top, bottom, left, right)``. See `_ConvTranspose` for the attributes and
-  `convtranspose.conv_transpose` for the output shape per ``pad_mode``.
+  ``padding`` is an int or ``(top, bottom, left, right)``. See `convtranspose.conv_transpose` for the output
+  shape per ``pad_mode``; the attributes follow the example.
 
   Example usage::
 

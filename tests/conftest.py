@@ -1,13 +1,19 @@
 """Shared test configuration and helpers."""
 
 import json
+import os
 import pathlib
 
+import hypothesis
 import jax
 import numpy as np
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# CI draws the same examples every run (a red CI is then reproducible); developers draw fresh ones.
+hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis.settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 # The fixture generator imports MindSpore, which the tests never need; keep --doctest-modules away from it.
 collect_ignore = ["fixtures/make_mindspore_golden.py"]

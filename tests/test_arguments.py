@@ -86,3 +86,8 @@ def test_call_time_channel_mismatch():
   layer = ct.Conv2dTranspose(2, 4, 2)
   with pytest.raises(ValueError, match=r"`x` has 3 channels"):
     layer.init(jax.random.key(0), jnp.ones((1, 3, 5, 5)))
+
+
+def test_bias_init_is_only_read_with_a_bias():
+  layer = ct.Conv2dTranspose(2, 4, 2, has_bias=False, bias_init="not-an-initializer")  # MindSpore ignores it too
+  assert set(layer.init(jax.random.key(0), jnp.ones((1, 2, 3, 3)))["params"]) == {"weight"}
