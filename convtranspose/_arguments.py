@@ -76,14 +76,14 @@ def int_tuple(value: Any, n: int, name: str, minimum: int = 1) -> tuple[int, ...
   return values
 
 
-def pad_mode(value: Any) -> str:
+def checked_pad_mode(value: Any) -> str:
   """``value`` if it is one of ``'same'``, ``'valid'``, ``'pad'`` (case-sensitive, as in MindSpore)."""
   if not isinstance(value, str) or value not in _shapes.PAD_MODES:
     raise ValueError(f"`pad_mode` must be one of {list(_shapes.PAD_MODES)}, but got {value!r}.")
   return value
 
 
-def padding(value: Any, n: int, mode: str) -> tuple[tuple[int, int], ...]:
+def padding_pairs(value: Any, n: int, mode: str) -> tuple[tuple[int, int], ...]:
   """MindSpore's ``padding`` as ``((lo_1, hi_1), ..., (lo_n, hi_n))``.
 
   ``value`` is an int (every side) or a tuple of ``2 * n`` ints ordered as MindSpore orders them
@@ -119,14 +119,14 @@ def channels_and_group(in_channels: Any, out_channels: Any, group: Any) -> None:
       raise ValueError(f"`{name}` (={channels}) must be divisible by `group` (={group}).")
 
 
-def geometry(n: int, kernel_size: Any, stride: Any, pad_mode_: Any, padding_: Any, dilation: Any,
+def geometry(n: int, kernel_size: Any, stride: Any, pad_mode: Any, padding: Any, dilation: Any,
              group: Any) -> Geometry:
   """Validates MindSpore's arguments for ``n`` spatial dimensions and returns their `Geometry`."""
   kernel = int_tuple(kernel_size, n, "kernel_size")
   strides = int_tuple(stride, n, "stride")
   dilations = int_tuple(dilation, n, "dilation")
-  mode = pad_mode(pad_mode_)
-  pads = padding(padding_, n, mode)
+  mode = checked_pad_mode(pad_mode)
+  pads = padding_pairs(padding, n, mode)
   return Geometry(
       kernel_size=kernel,
       stride=strides,
