@@ -55,24 +55,30 @@ def positive_int(value: Any, name: str) -> int:
   return value
 
 
+def _expand(value: Any, length: int, name: str, form: str, length_error: type[Exception]) -> tuple[int, ...]:
+  """An int repeated ``length`` times, or a tuple of ``length`` ints, as a tuple (a list is not a tuple).
+
+  Raises TypeError for another type; ``length_error`` for a tuple of another length (MindSpore raises
+  TypeError for kernel/stride/dilation, ValueError for padding).
+  """
+  if _is_int(value):
+    return (value,) * length
+  if isinstance(value, tuple) and all(_is_int(v) for v in value):
+    if len(value) != length:
+      raise length_error(f"`{name}` must be an int or {form}, but got {value!r} of length {len(value)}.")
+    return value
+  raise TypeError(f"`{name}` must be an int or {form}, but got {value!r} of type {type(value).__name__}.")
+
+
 def int_tuple(value: Any, n: int, name: str, minimum: int = 1) -> tuple[int, ...]:
   """An int (repeated ``n`` times) or a tuple of ``n`` ints, each ``>= minimum``, as a tuple.
 
   A list is not a tuple, as in MindSpore. Raises TypeError for another type or a tuple of the wrong length
   (MindSpore's ``twice``/``_check_3d_int_or_tuple`` do), ValueError for a value below ``minimum``.
   """
-  if _is_int(value):
-    values = (value,) * n
-  elif isinstance(value, tuple) and all(_is_int(v) for v in value):
-    if len(value) != n:
-      raise TypeError(f"`{name}` must be an int or a tuple of {n} ints, but got {value!r} of length {len(value)}.")
-    values = value
-  else:
-    raise TypeError(f"`{name}` must be an int or a tuple of {n} ints, but got {value!r} of type "
-                    f"{type(value).__name__}.")
-  for v in values:
-    if v < minimum:
-      raise ValueError(f"`{name}` must contain ints >= {minimum}, but got {value!r}.")
+  values = _expand(value, n, name, f"a tuple of {n} ints", TypeError)
+  if any(v < minimum for v in values):
+    raise ValueError(f"`{name}` must contain ints >= {minimum}, but got {value!r}.")
   return values
 
 
@@ -91,16 +97,7 @@ def padding_pairs(value: Any, n: int, mode: str) -> tuple[tuple[int, int], ...]:
   """
   sides = 2 * n
   names = ", ".join(_SIDE_NAMES.get(n, ("lo", "hi") * n))
-  if _is_int(value):
-    flat = (value,) * sides
-  elif isinstance(value, tuple) and all(_is_int(v) for v in value):
-    if len(value) != sides:
-      raise ValueError(f"`padding` must be an int or a tuple of {sides} ints ({names}), but got {value!r} of "
-                       f"length {len(value)}.")
-    flat = value
-  else:
-    raise TypeError(f"`padding` must be an int or a tuple of {sides} ints ({names}), but got {value!r} of "
-                    f"type {type(value).__name__}.")
+  flat = _expand(value, sides, "padding", f"a tuple of {sides} ints ({names})", ValueError)
   if any(v < 0 for v in flat):
     raise ValueError(f"`padding` must be >= 0, but got {value!r}.")
   if mode != "pad" and any(flat):

@@ -82,7 +82,7 @@ def test_issue_reproducers_compute_what_pytorch_computes(name, tmp_path):
   code = (
       "import jax, numpy as np, convtranspose as ct; "
       f"x, w = np.load({str(tmp_path / 'x.npy')!r}), np.load({str(tmp_path / 'w.npy')!r}); "
-      f"y, g = jax.value_and_grad(lambda x, w: (ct.conv2d_transpose(x, w, None, {case['stride']}, 'pad', "
+      f"loss, grads = jax.value_and_grad(lambda x, w: (ct.conv2d_transpose(x, w, None, {case['stride']}, 'pad', "
       f"{case['padding']}) ** 2).sum(), (0, 1))(x, w); "
       f"np.save({str(tmp_path / 'y.npy')!r}, np.asarray(ct.conv2d_transpose(x, w, None, {case['stride']}, 'pad', "
       f"{case['padding']})))"
