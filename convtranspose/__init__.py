@@ -6,10 +6,14 @@ from convtranspose.functional import conv2d_transpose as conv2d_transpose
 from convtranspose.functional import conv3d_transpose as conv3d_transpose
 from convtranspose.functional import conv_transpose as conv_transpose
 from convtranspose.functional import conv_transpose_output_shape as conv_transpose_output_shape
+from convtranspose.modules import Conv1dTranspose as Conv1dTranspose
 from convtranspose.modules import Conv2dTranspose as Conv2dTranspose
+from convtranspose.modules import Conv3dTranspose as Conv3dTranspose
 
 __all__ = [
+    "Conv1dTranspose",
     "Conv2dTranspose",
+    "Conv3dTranspose",
     "conv1d_transpose",
     "conv2d_transpose",
     "conv3d_transpose",

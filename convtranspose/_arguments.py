@@ -17,6 +17,13 @@ _SIDE_NAMES = {
     3: ("head", "tail", "top", "bottom", "left", "right"),
 }
 
+# (channels-first, channels-last) names per number of spatial dimensions.
+DATA_FORMATS = {
+    1: ("NCL", "NLC"),
+    2: ("NCHW", "NHWC"),
+    3: ("NCDHW", "NDHWC"),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class Geometry:
@@ -27,8 +34,11 @@ class Geometry:
     stride: ``(s_1, ..., s_n)``.
     dilation: ``(d_1, ..., d_n)``.
     padding: ``((lo_1, hi_1), ..., (lo_n, hi_n))``, the forward convolution's padding, already resolved
-      from ``pad_mode`` by `convtranspose._shapes.forward_padding` (``hi`` may be negative).
+      from ``pad_mode`` and ``output_padding`` by `convtranspose._shapes.forward_padding` (``hi`` may be
+      negative).
     group: number of channel groups.
+    channels_last: whether the channel axis of the input and output is the last one (``NHWC``) rather
+      than axis 1 (``NCHW``). The weight's layout never changes.
   """
 
   kernel_size: tuple[int, ...]
@@ -36,6 +46,7 @@ class Geometry:
   dilation: tuple[int, ...]
   padding: tuple[tuple[int, int], ...]
   group: int
+  channels_last: bool = False
 
   def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
     """Spatial output shape for spatial ``input_shape``; see `convtranspose._shapes.output_shape`."""
@@ -106,6 +117,39 @@ def padding_pairs(value: Any, n: int, mode: str) -> tuple[tuple[int, int], ...]:
   return tuple((flat[2 * i], flat[2 * i + 1]) for i in range(n))
 
 
+def checked_output_padding(value: Any, stride: tuple[int, ...], dilation: tuple[int, ...],
+                           mode: str) -> tuple[int, ...]:
+  """``output_padding`` as a tuple: ints in ``[0, max(stride, dilation))``, all zero unless ``mode == 'pad'``.
+
+  Raises TypeError for another type or length (as MindSpore's ``_check_3d_int_or_tuple``), ValueError for a
+  value out of range (MindSpore's 3-D layer checks the range when called; we check it here).
+  """
+  values = int_tuple(value, len(stride), "output_padding", minimum=0)
+  if mode != "pad" and any(values):
+    raise ValueError(f"`output_padding` must be 0 when `pad_mode` is {mode!r} (only 'pad' takes it), but got "
+                     f"{value!r}.")
+  for axis, (op, s, d) in enumerate(zip(values, stride, dilation)):
+    if op >= max(s, d):
+      raise ValueError(f"`output_padding` must be in [0, max(stride, dilation)) = [0, {max(s, d)}) along spatial "
+                       f"dimension {axis} (stride {s}, dilation {d}), but got {op}.")
+  return values
+
+
+def is_channels_last(data_format: Any, n: int) -> bool:
+  """Whether ``data_format`` (one of `DATA_FORMATS` for ``n`` spatial dimensions, or None for channels-first)
+  puts the channels last. Raises TypeError for a non-string, ValueError for an unknown name."""
+  if data_format is None:
+    return False
+  allowed = DATA_FORMATS.get(n, ())
+  if not isinstance(data_format, str):
+    raise TypeError(f"`data_format` must be a str, one of {list(allowed)}, but got {data_format!r} of type "
+                    f"{type(data_format).__name__}.")
+  if data_format not in allowed:
+    raise ValueError(f"`data_format` must be one of {list(allowed)} for {n} spatial dimension(s), but got "
+                     f"{data_format!r}.")
+  return data_format == allowed[1]
+
+
 def channels_and_group(in_channels: Any, out_channels: Any, group: Any) -> None:
   """Checks ``in_channels``, ``out_channels`` and ``group`` are ints >= 1 and ``group`` divides both."""
   positive_int(in_channels, "in_channels")
@@ -116,18 +160,22 @@ def channels_and_group(in_channels: Any, out_channels: Any, group: Any) -> None:
       raise ValueError(f"`{name}` (={channels}) must be divisible by `group` (={group}).")
 
 
-def geometry(n: int, kernel_size: Any, stride: Any, pad_mode: Any, padding: Any, dilation: Any,
-             group: Any) -> Geometry:
+def geometry(n: int, kernel_size: Any, stride: Any, pad_mode: Any, padding: Any, dilation: Any, group: Any,
+             output_padding: Any = 0, data_format: Any = None) -> Geometry:
   """Validates MindSpore's arguments for ``n`` spatial dimensions and returns their `Geometry`."""
   kernel = int_tuple(kernel_size, n, "kernel_size")
   strides = int_tuple(stride, n, "stride")
   dilations = int_tuple(dilation, n, "dilation")
   mode = checked_pad_mode(pad_mode)
   pads = padding_pairs(padding, n, mode)
+  extra = checked_output_padding(output_padding, strides, dilations, mode)
   return Geometry(
       kernel_size=kernel,
       stride=strides,
       dilation=dilations,
-      padding=tuple(_shapes.forward_padding(k, s, d, mode, p) for k, s, d, p in zip(kernel, strides, dilations, pads)),
+      padding=tuple(
+          _shapes.forward_padding(k, s, d, mode, p, op)
+          for k, s, d, p, op in zip(kernel, strides, dilations, pads, extra)),
       group=positive_int(group, "group"),
+      channels_last=is_channels_last(data_format, n),
   )

@@ -5,12 +5,14 @@ Every length this package computes comes from here. Conventions, per spatial dim
 * ``L``: input length, ``k``: kernel size, ``s``: stride, ``d``: dilation;
 * ``dk = d * (k - 1) + 1``: the dilated kernel size;
 * ``(lo, hi)``: the padding of the *forward* convolution this layer is the adjoint of (MindSpore's and
-  PyTorch's meaning of ``padding``). ``hi`` may be negative: MindSpore's ``same`` and ``valid`` modes with
-  ``dk < s`` leave ``s - dk`` output rows that no input reaches.
+  PyTorch's meaning of ``padding``), with ``output_padding`` ``op`` already taken off ``hi``. ``hi`` may be
+  negative: MindSpore's ``same`` and ``valid`` modes with ``dk < s`` leave ``s - dk`` output rows that no input
+  reaches, and ``op`` adds rows at the high end.
 
 The output length is then ``out = L * s + dk - s - (lo + hi)`` (MindSpore's ``_deconv_output_length``),
 which is ``(L - 1) * s + dk - lo - hi``: relationship 14 of Dumoulin & Visin, "A guide to convolution
-arithmetic for deep learning" (arXiv:1603.07285), with asymmetric padding.
+arithmetic for deep learning" (arXiv:1603.07285), with asymmetric padding; with the user's ``hi`` it is
+``(L - 1) * s + dk - lo - hi + op``, PyTorch's formula.
 """
 
 from collections.abc import Sequence
@@ -23,8 +25,8 @@ def dilated_kernel_size(kernel_size: int, dilation: int) -> int:
   return dilation * (kernel_size - 1) + 1
 
 
-def forward_padding(kernel_size: int, stride: int, dilation: int, pad_mode: str,
-                    padding: tuple[int, int]) -> tuple[int, int]:
+def forward_padding(kernel_size: int, stride: int, dilation: int, pad_mode: str, padding: tuple[int, int],
+                    output_padding: int = 0) -> tuple[int, int]:
   """The forward convolution's ``(lo, hi)`` padding for one spatial dimension.
 
   With ``dk`` the dilated kernel size, as MindSpore 2.10 computes it (``Conv2DBackpropInput``):
@@ -33,7 +35,11 @@ def forward_padding(kernel_size: int, stride: int, dilation: int, pad_mode: str,
     the odd position goes to ``hi`` (TensorFlow's SAME). When ``dk < s``, ``lo = 0`` and ``hi = dk - s < 0``:
     the last ``s - dk`` rows receive no input.
   * ``valid``: ``lo = 0`` and ``hi = min(dk - s, 0)``, so ``out = L * s + max(dk - s, 0)``.
-  * ``pad``: ``(lo, hi) = padding``, any non-negative values (more than ``dk - 1`` crops).
+  * ``pad``: ``(lo, hi) = padding``, any non-negative values (more than ``dk - 1`` crops), and
+    ``output_padding`` ``op`` lengthens the output by ``op`` rows at the high end: ``(lo, hi - op)``. The
+    layer stays the adjoint of the forward convolution from that longer length, so the extra rows hold
+    convolution values (as in PyTorch, Keras and MindSpore's 3-D layer; MindSpore 2.x's 2-D layer zero-fills
+    them after adding the bias instead).
 
   Args:
     kernel_size: ``k``.
@@ -41,6 +47,7 @@ def forward_padding(kernel_size: int, stride: int, dilation: int, pad_mode: str,
     dilation: ``d``.
     pad_mode: ``'same'``, ``'valid'`` or ``'pad'``.
     padding: the user's ``(lo, hi)``; only read when ``pad_mode == 'pad'``.
+    output_padding: ``op``; zero unless ``pad_mode == 'pad'`` (the caller checks).
 
   Returns:
     ``(lo, hi)``.
@@ -51,7 +58,8 @@ def forward_padding(kernel_size: int, stride: int, dilation: int, pad_mode: str,
     return lo, overlap - lo
   if pad_mode == "valid":
     return 0, min(overlap, 0)
-  return padding
+  lo, hi = padding
+  return lo, hi - output_padding
 
 
 def output_length(input_length: int, kernel_size: int, stride: int, dilation: int,

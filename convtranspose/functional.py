@@ -21,15 +21,15 @@ IntOrTuple = int | tuple[int, ...]
 
 
 def conv_transpose_output_shape(input_shape: Sequence[int], kernel_size: IntOrTuple, stride: IntOrTuple = 1,
-                                pad_mode: str = "same", padding: IntOrTuple = 0,
-                                dilation: IntOrTuple = 1) -> tuple[int, ...]:
+                                pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, *,
+                                output_padding: IntOrTuple = 0) -> tuple[int, ...]:
   """Spatial output shape of a MindSpore transposed convolution.
 
   Per spatial dimension, with ``dk = dilation * (kernel_size - 1) + 1`` and input length ``L``:
 
   * ``same``: ``L * stride``;
   * ``valid``: ``L * stride + max(dk - stride, 0)``;
-  * ``pad``: ``L * stride + dk - stride - (pad_lo + pad_hi)``.
+  * ``pad``: ``L * stride + dk - stride - (pad_lo + pad_hi) + output_padding``.
 
   Args:
     input_shape: the *spatial* input shape, e.g. ``(H, W)``; its length sets the number of dimensions.
@@ -38,6 +38,7 @@ def conv_transpose_output_shape(input_shape: Sequence[int], kernel_size: IntOrTu
     pad_mode: ``'same'``, ``'valid'`` or ``'pad'``.
     padding: int or a tuple of two per dimension, MindSpore's order (``(top, bottom, left, right)``).
     dilation: int or tuple.
+    output_padding: int or tuple, each in ``[0, max(stride, dilation))``; only with ``pad_mode='pad'``.
 
   Returns:
     The spatial output shape; a zero means an empty output.
@@ -49,14 +50,18 @@ def conv_transpose_output_shape(input_shape: Sequence[int], kernel_size: IntOrTu
   (19, 53)
   >>> conv_transpose_output_shape((5,), 3, stride=4, pad_mode='valid')
   (20,)
+  >>> conv_transpose_output_shape((8, 8, 8), 3, stride=2, pad_mode='pad', padding=1, output_padding=1)
+  (16, 16, 16)
   """
-  geometry = _arguments.geometry(len(input_shape), kernel_size, stride, pad_mode, padding, dilation, 1)
+  geometry = _arguments.geometry(len(input_shape), kernel_size, stride, pad_mode, padding, dilation, 1,
+                                 output_padding)
   return geometry.output_shape(tuple(input_shape))
 
 
 def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
                    pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, group: int = 1,
-                   *, precision: lax.PrecisionLike = None) -> Array:
+                   *, output_padding: IntOrTuple = 0, data_format: str | None = None,
+                   precision: lax.PrecisionLike = None) -> Array:
   """N-dimensional transposed convolution with MindSpore's semantics (``nn.Conv{1,2,3}dTranspose``).
 
   The number of spatial dimensions ``n`` is ``weight.ndim - 2``. The result is the adjoint (the VJP with
@@ -69,14 +74,17 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: I
   ==========  ==============================================  =========================================
   ``same``    ``L * stride``                                  ``lo = max(dk - stride, 0) // 2``, rest hi
   ``valid``   ``L * stride + max(dk - stride, 0)``            ``(0, 0)``
-  ``pad``     ``L * stride + dk - stride - (lo + hi)``        ``padding``
+  ``pad``     ``L * stride + dk - stride - (lo + hi) + op``   ``(lo, hi - op)``, ``op = output_padding``
   ==========  ==============================================  =========================================
 
   When ``dk < stride`` in ``same`` and ``valid`` mode, the last ``stride - dk`` rows receive no input and
-  hold zeros (plus bias). An output length of zero gives an empty array.
+  hold zeros (plus bias). An output length of zero gives an empty array. ``output_padding`` rows hold
+  convolution values, as in PyTorch and MindSpore's 3-D layer (MindSpore 2.x's 2-D layer zero-fills them
+  after adding the bias).
 
   Args:
-    x: input, ``(N, C_in, *spatial)`` (``NCHW`` in 2-D).
+    x: input, ``(N, C_in, *spatial)`` (``NCHW`` in 2-D), or ``(N, *spatial, C_in)`` with a channels-last
+      ``data_format``; without the ``N`` axis for one unbatched example (the output has none either).
     weight: ``(C_in, C_out // group, *kernel_size)``, MindSpore's layout (the ``IOHW`` kernel spec in 2-D).
     bias: ``(C_out,)`` or None.
     stride: int or tuple of ``n`` ints ``>= 1``.
@@ -86,10 +94,15 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: I
     dilation: int or tuple of ``n`` ints ``>= 1``.
     group: splits channels: input channels of group ``g`` (rows ``g`` of ``weight``) feed output channels
       of group ``g``. ``group == C_in == C_out`` is depthwise.
+    output_padding: int or tuple of ``n`` ints, each in ``[0, max(stride, dilation))``: rows added at the
+      high end of each spatial dimension; only with ``pad_mode='pad'``.
+    data_format: ``'NCL'``/``'NLC'``, ``'NCHW'``/``'NHWC'`` or ``'NCDHW'``/``'NDHWC'`` for 1, 2, 3
+      spatial dimensions; None (default) is channels-first. ``weight`` keeps its layout either way.
     precision: passed to `jax.lax.conv_general_dilated`.
 
   Returns:
-    ``(N, C_out, *out_spatial)``, in the promoted dtype of ``x``, ``weight`` and ``bias``.
+    ``(N, C_out, *out_spatial)`` (channels-last: ``(N, *out_spatial, C_out)``; unbatched: no ``N``), in the
+    promoted dtype of ``x``, ``weight`` and ``bias``.
 
   Raises:
     TypeError, ValueError: for invalid arguments (MindSpore's types), inputs whose rank or channel count
@@ -103,29 +116,36 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: I
          [1., 1., 2., 1.],
          [2., 2., 4., 2.],
          [1., 1., 2., 1.]], dtype=float32)
+  >>> conv_transpose(jnp.ones((3, 3, 4)), jnp.ones((4, 2, 3, 3)), stride=2, pad_mode='pad', padding=1,
+  ...                output_padding=1, data_format='NHWC').shape
+  (6, 6, 2)
   """
   weight_shape = np.shape(weight)
   if len(weight_shape) < 3:
     raise ValueError(f"`weight` must have shape (C_in, C_out // group, *kernel_size) with at least one spatial "
                      f"dimension, but got shape {weight_shape}.")
-  geometry = _arguments.geometry(len(weight_shape) - 2, weight_shape[2:], stride, pad_mode, padding, dilation, group)
+  geometry = _arguments.geometry(len(weight_shape) - 2, weight_shape[2:], stride, pad_mode, padding, dilation, group,
+                                 output_padding, data_format)
   return _conv_transpose(x, weight, bias, geometry, precision)
 
 
 def conv1d_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
                      pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, group: int = 1,
-                     *, precision: lax.PrecisionLike = None) -> Array:
+                     *, output_padding: IntOrTuple = 0, data_format: str | None = None,
+                     precision: lax.PrecisionLike = None) -> Array:
   """`conv_transpose` for ``x`` of shape ``(N, C_in, L)``, ``weight`` ``(C_in, C_out // group, k)``.
 
   ``padding`` is an int or ``(left, right)``.
   """
   _check_rank(weight, 1)
-  return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, precision=precision)
+  return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, output_padding=output_padding,
+                        data_format=data_format, precision=precision)
 
 
 def conv2d_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
                      pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, group: int = 1,
-                     *, precision: lax.PrecisionLike = None) -> Array:
+                     *, output_padding: IntOrTuple = 0, data_format: str | None = None,
+                     precision: lax.PrecisionLike = None) -> Array:
   """`conv_transpose` for ``x`` of shape ``(N, C_in, H, W)``, ``weight`` ``(C_in, C_out // group, kH, kW)``.
 
   ``padding`` is an int or ``(top, bottom, left, right)``.
@@ -135,18 +155,21 @@ def conv2d_transpose(x: Array, weight: Array, bias: Array | None = None, stride:
   (1, 64, 19, 53)
   """
   _check_rank(weight, 2)
-  return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, precision=precision)
+  return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, output_padding=output_padding,
+                        data_format=data_format, precision=precision)
 
 
 def conv3d_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
                      pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, group: int = 1,
-                     *, precision: lax.PrecisionLike = None) -> Array:
+                     *, output_padding: IntOrTuple = 0, data_format: str | None = None,
+                     precision: lax.PrecisionLike = None) -> Array:
   """`conv_transpose` for ``x`` of shape ``(N, C_in, D, H, W)``, ``weight`` ``(C_in, C_out // group, kD, kH, kW)``.
 
   ``padding`` is an int or ``(head, tail, top, bottom, left, right)``.
   """
   _check_rank(weight, 3)
-  return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, precision=precision)
+  return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, output_padding=output_padding,
+                        data_format=data_format, precision=precision)
 
 
 def _check_rank(weight: Any, n: int) -> None:
@@ -155,22 +178,24 @@ def _check_rank(weight: Any, n: int) -> None:
                      f"{n}-D transposed convolution, but got shape {np.shape(weight)}.")
 
 
-def _check_operands(x: Array, weight: Array, bias: Array | None, group: int) -> int:
-  """Checks ranks and channel counts against ``weight``; returns ``C_out``."""
-  n = weight.ndim - 2
-  if x.ndim != n + 2:
-    raise ValueError(f"`x` must have {n + 2} dimensions (N, C_in, {n} spatial) to match a weight of shape "
-                     f"{weight.shape}, but got shape {x.shape}.")
+def _check_operands(x: Array, weight: Array, bias: Array | None, geometry: _arguments.Geometry) -> int:
+  """Checks a batched ``x`` and ``bias`` against ``weight``; returns ``C_out``."""
   in_channels = weight.shape[0]
-  if x.shape[1] != in_channels:
-    raise ValueError(f"`x` has {x.shape[1]} channels (axis 1 of shape {x.shape}), but `weight` of shape "
-                     f"{weight.shape} expects C_in = {in_channels}.")
-  if in_channels % group:
-    raise ValueError(f"`group` (={group}) must divide C_in = weight.shape[0] (={in_channels}).")
-  out_channels = weight.shape[1] * group
+  channel_axis = x.ndim - 1 if geometry.channels_last else 1
+  if x.shape[channel_axis] != in_channels:
+    raise ValueError(f"`x` has {x.shape[channel_axis]} channels (axis {channel_axis} of the batched shape "
+                     f"{x.shape}), but `weight` of shape {weight.shape} expects C_in = {in_channels}.")
+  if in_channels % geometry.group:
+    raise ValueError(f"`group` (={geometry.group}) must divide C_in = weight.shape[0] (={in_channels}).")
+  out_channels = weight.shape[1] * geometry.group
   if bias is not None and bias.shape != (out_channels,):
     raise ValueError(f"`bias` must have shape (C_out,) = ({out_channels},), but got {bias.shape}.")
   return out_channels
+
+
+def _batch_shape(batch: int, channels: int, spatial: tuple[int, ...], channels_last: bool) -> tuple[int, ...]:
+  """``(N, C, *spatial)``, or ``(N, *spatial, C)`` when ``channels_last``."""
+  return (batch, *spatial, channels) if channels_last else (batch, channels, *spatial)
 
 
 def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _arguments.Geometry,
@@ -178,20 +203,28 @@ def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _argu
   """The core: canonical arguments only, never re-validated beyond the operands' shapes."""
   x, weight = jnp.asarray(x), jnp.asarray(weight)
   bias = None if bias is None else jnp.asarray(bias)
-  out_channels = _check_operands(x, weight, bias, geometry.group)
+  n = weight.ndim - 2
+  if x.ndim not in (n + 1, n + 2):
+    layout = "(N, *spatial, C_in)" if geometry.channels_last else "(N, C_in, *spatial)"
+    raise ValueError(f"`x` must have {n + 2} dimensions {layout} with {n} spatial, or {n + 1} without N (one "
+                     f"unbatched example), to match a weight of shape {weight.shape}, but got shape {x.shape}.")
+  unbatched = x.ndim == n + 1
+  if unbatched:
+    x = x[None]
+  out_channels = _check_operands(x, weight, bias, geometry)
   dtype = jnp.result_type(*(a for a in (x, weight, bias) if a is not None))
   x, weight = x.astype(dtype), weight.astype(dtype)
-  n = weight.ndim - 2
-  out_spatial = geometry.output_shape(x.shape[2:])
-  out_shape = (x.shape[0], out_channels, *out_spatial)
+  in_spatial = x.shape[1:-1] if geometry.channels_last else x.shape[2:]
+  out_spatial = geometry.output_shape(in_spatial)
+  out_shape = _batch_shape(x.shape[0], out_channels, out_spatial, geometry.channels_last)
 
   if 0 in out_shape or x.size == 0:
     y = jnp.zeros(out_shape, dtype)  # nothing to convolve: no input reaches any output
   else:
     y = _lhs_dilated(x, weight, geometry, out_spatial, precision)
   if bias is not None:
-    y = y + bias.astype(dtype).reshape((1, out_channels) + (1,) * n)
-  return y
+    y = y + bias.astype(dtype).reshape(_batch_shape(1, out_channels, (1,) * n, geometry.channels_last))
+  return y[0] if unbatched else y
 
 
 def _lhs_dilated(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
@@ -208,6 +241,8 @@ def _lhs_dilated(x: Array, weight: Array, geometry: _arguments.Geometry, out_spa
   ]
   conv_padding = [(lo, hi + e) for (lo, hi), e in zip(conv_padding, extra)]
   spatial = tuple(range(2, n + 2))
+  # Batch, feature and spatial axes of x and y, named once for either layout.
+  data_spec = (0, n + 1, *range(1, n + 1)) if geometry.channels_last else (0, 1, *spatial)
   y = lax.conv_general_dilated(
       x,
       lax.rev(_group_kernel(weight, geometry.group), spatial),
@@ -216,13 +251,13 @@ def _lhs_dilated(x: Array, weight: Array, geometry: _arguments.Geometry, out_spa
       lhs_dilation=geometry.stride,
       rhs_dilation=geometry.dilation,
       # Kernel (C_in // group, C_out, *k): axis 1 is the output feature, axis 0 the input feature.
-      dimension_numbers=lax.ConvDimensionNumbers(lhs_spec=(0, 1, *spatial), rhs_spec=(1, 0, *spatial),
-                                                 out_spec=(0, 1, *spatial)),
+      dimension_numbers=lax.ConvDimensionNumbers(lhs_spec=data_spec, rhs_spec=(1, 0, *spatial), out_spec=data_spec),
       feature_group_count=geometry.group,
       precision=precision,
   )
   if any(extra):
-    y = y[(slice(None), slice(None), *(slice(0, out) for out in out_spatial))]
+    y = lax.slice(y, (0,) * y.ndim, _batch_shape(y.shape[0], y.shape[data_spec[1]], out_spatial,
+                                                 geometry.channels_last))
   return y
 
 

@@ -26,18 +26,25 @@ class _ConvTranspose(nn.Module):
     padding: int or tuple of ``2 * n`` ints, MindSpore's order; only with ``pad_mode='pad'``. Default 0.
     dilation: int or tuple of ``n`` ints. Default 1.
     group: number of channel groups; must divide both channel counts. Default 1.
+    output_padding: int or tuple of ``n`` ints in ``[0, max(stride, dilation))``, rows added at the high end
+      of each spatial dimension and computed by the convolution; only with ``pad_mode='pad'``. Default 0.
     has_bias: whether to add a ``bias`` of shape ``(C_out,)``. Default False.
     weight_init: initializer of ``weight`` (``(C_in, C_out // group, *kernel_size)``): a name, an
       `convtranspose.initializers.Initializer`, a number, an array or ``init(key, shape, dtype)``.
       Default ``'normal'`` (sigma 0.01).
     bias_init: initializer of ``bias``, the same kinds. Default ``'zeros'``.
+    data_format: channels-first (``'NCL'``, ``'NCHW'``, ``'NCDHW'``; the default) or channels-last
+      (``'NLC'``, ``'NHWC'``, ``'NDHWC'``). The weight keeps MindSpore's layout either way.
     dtype: computation dtype; None promotes the input and the parameters (as Flax's layers do).
     param_dtype: parameter dtype. Default float32.
     precision: passed to `jax.lax.conv_general_dilated`.
 
-  Every argument is checked at construction, raising MindSpore's exception types.
+  Every argument is checked at construction, raising MindSpore's exception types. The input may lack the
+  batch axis (one unbatched example); the output then lacks it too.
   """
 
+  # The arguments every MindSpore transposed convolution starts with, in its order; each rank's class
+  # declares the rest in the order its MindSpore layer takes them.
   in_channels: int
   out_channels: int
   kernel_size: IntOrTuple
@@ -46,12 +53,6 @@ class _ConvTranspose(nn.Module):
   padding: IntOrTuple = 0
   dilation: IntOrTuple = 1
   group: int = 1
-  has_bias: bool = False
-  weight_init: initializers.InitLike = "normal"
-  bias_init: initializers.InitLike = "zeros"
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
-  precision: lax.PrecisionLike = None
 
   num_spatial_dims: ClassVar[int]
 
@@ -61,7 +62,8 @@ class _ConvTranspose(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Applies the layer to ``x`` of shape ``(N, C_in, *spatial)``; returns ``(N, C_out, *out_spatial)``."""
+    """Applies the layer to ``x`` of shape ``(N, C_in, *spatial)`` (channels-last: ``(N, *spatial, C_in)``;
+    unbatched: no ``N``); returns ``(N, C_out, *out_spatial)`` in the same layout."""
     geometry, weight_shape, weight_init, bias_init = _canonical(self)
     weight = self.param("weight", weight_init, weight_shape, self.param_dtype)
     bias = self.param("bias", bias_init, (self.out_channels,), self.param_dtype) if self.has_bias else None
@@ -82,7 +84,7 @@ def _canonical(
   """
   _arguments.channels_and_group(layer.in_channels, layer.out_channels, layer.group)
   geometry = _arguments.geometry(layer.num_spatial_dims, layer.kernel_size, layer.stride, layer.pad_mode,
-                                 layer.padding, layer.dilation, layer.group)
+                                 layer.padding, layer.dilation, layer.group, layer.output_padding, layer.data_format)
   if not isinstance(layer.has_bias, bool):
     raise TypeError(f"`has_bias` must be a bool, but got {layer.has_bias!r} of type {type(layer.has_bias).__name__}.")
   weight_shape = (layer.in_channels, layer.out_channels // layer.group, *geometry.kernel_size)
@@ -95,7 +97,46 @@ def _canonical(
   return geometry, weight_shape, weight_init, bias_init
 
 
-class Conv2dTranspose(_ConvTranspose):
+class _BiasThenOutputPadding(_ConvTranspose):
+  """MindSpore 1.x's ``nn.Conv1dTranspose``/``nn.Conv2dTranspose`` order: ``has_bias``, ``weight_init``,
+  ``bias_init``, then ``output_padding`` and ``data_format``, which MindSpore 1.x did not have."""
+
+  has_bias: bool = False
+  weight_init: initializers.InitLike = "normal"
+  bias_init: initializers.InitLike = "zeros"
+  output_padding: IntOrTuple = 0
+  data_format: str | None = None  # the subclass sets its rank's channels-first name
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  precision: lax.PrecisionLike = None
+
+
+class Conv1dTranspose(_BiasThenOutputPadding):
+  """MindSpore's ``nn.Conv1dTranspose``: input ``(N, C_in, L)``, ``weight`` ``(C_in, C_out // group, k)``.
+
+  ``padding`` is an int or ``(left, right)``. Unlike MindSpore, a batch of one keeps its axis.
+
+  Example usage::
+
+    >>> import jax, jax.numpy as jnp
+    >>> import convtranspose as ct
+    >>> net = ct.Conv1dTranspose(16, 8, 8, stride=4, pad_mode='pad', padding=2, has_bias=True)
+    >>> x = jnp.ones((1, 16, 100))
+    >>> variables = net.init(jax.random.key(0), x)
+    >>> jax.tree.map(jnp.shape, variables)
+    {'params': {'bias': (8,), 'weight': (16, 8, 8)}}
+    >>> net.apply(variables, x).shape
+    (1, 8, 400)
+  """
+
+  __doc__ += _ConvTranspose.__doc__.split("\n", 1)[1]  # the shared attribute list
+
+  data_format: str | None = "NCL"
+
+  num_spatial_dims: ClassVar[int] = 1
+
+
+class Conv2dTranspose(_BiasThenOutputPadding):
   """MindSpore's ``nn.Conv2dTranspose``: input ``(N, C_in, H, W)``, ``weight`` ``(C_in, C_out // group, kH, kW)``.
 
   ``padding`` is an int or ``(top, bottom, left, right)``. See `convtranspose.conv_transpose` for the output
@@ -116,4 +157,39 @@ class Conv2dTranspose(_ConvTranspose):
 
   __doc__ += _ConvTranspose.__doc__.split("\n", 1)[1]  # the shared attribute list
 
+  data_format: str | None = "NCHW"
+
   num_spatial_dims: ClassVar[int] = 2
+
+
+class Conv3dTranspose(_ConvTranspose):
+  """MindSpore's ``nn.Conv3dTranspose``: input ``(N, C_in, D, H, W)``, ``weight``
+  ``(C_in, C_out // group, kD, kH, kW)``.
+
+  ``padding`` is an int or ``(head, tail, top, bottom, left, right)``. The arguments after ``group`` come in
+  MindSpore's 3-D order: ``output_padding`` before ``has_bias``. Unlike MindSpore, the depth dilation may
+  exceed 1, and ``data_format='NDHWC'`` is accepted.
+
+  Example usage::
+
+    >>> import jax, jax.numpy as jnp
+    >>> import convtranspose as ct
+    >>> net = ct.Conv3dTranspose(4, 2, 3, stride=2, pad_mode='pad', padding=1, output_padding=1)
+    >>> x = jnp.ones((1, 4, 8, 8, 8))
+    >>> variables = net.init(jax.random.key(0), x)
+    >>> net.apply(variables, x).shape
+    (1, 2, 16, 16, 16)
+  """
+
+  __doc__ += _ConvTranspose.__doc__.split("\n", 1)[1]  # the shared attribute list
+
+  output_padding: IntOrTuple = 0
+  has_bias: bool = False
+  weight_init: initializers.InitLike = "normal"
+  bias_init: initializers.InitLike = "zeros"
+  data_format: str | None = "NCDHW"
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  precision: lax.PrecisionLike = None
+
+  num_spatial_dims: ClassVar[int] = 3

@@ -40,7 +40,7 @@ def assert_close(actual, expected, dtype=np.float32):
 
 def _tuples(config: dict) -> dict:
   """JSON turned MindSpore's tuple arguments into lists; turn them back (a list is not a valid argument)."""
-  arguments = ("kernel_size", "stride", "padding", "dilation")
+  arguments = ("kernel_size", "stride", "padding", "dilation", "output_padding")
   return {k: tuple(v) if k in arguments and isinstance(v, list) else v for k, v in config.items()}
 
 

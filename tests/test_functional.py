@@ -1,6 +1,7 @@
 """The pure function: hand-checked cases, PyTorch, the adjoint and VJP identities, JAX transformations."""
 
 import functools
+import re
 
 import chex
 import hypothesis.strategies as st
@@ -101,6 +102,15 @@ def forward_conv(z, weight, stride, dilation, pads, group):
                                   precision=lax.Precision.HIGHEST)
 
 
+def layer_forward(layer, z, weight):
+  """The forward convolution the layer is the adjoint of: MindSpore's padding, over the layer's output
+  space; with ``output_padding`` that space is longer and the convolution's output is cut to the layer's
+  input length (its last outputs would read only the added rows and padding)."""
+  pads = forward_padding(layer["kernel"], layer["stride"], layer["dilation"], layer["pad_mode"], layer["padding"])
+  y = forward_conv(z, weight, layer["stride"], layer["dilation"], pads, layer["group"])
+  return y[(slice(None), slice(None), *(slice(0, length) for length in layer["lengths"]))]
+
+
 @st.composite
 def layers(draw, max_rank=3):
   n = draw(st.integers(1, max_rank))
@@ -111,14 +121,19 @@ def layers(draw, max_rank=3):
   dilation = tuple(draw(st.integers(1, 2)) for _ in range(n))
   pad_mode = draw(st.sampled_from(["same", "valid", "pad"]))
   padding = tuple(draw(st.integers(0, 3)) for _ in range(2 * n)) if pad_mode == "pad" else 0
+  output_padding = 0
+  if pad_mode == "pad" and draw(st.booleans()):
+    output_padding = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
   lengths = tuple(draw(st.integers(1, 5)) for _ in range(n))
   try:
-    out = ct.conv_transpose_output_shape(lengths, kernel, stride, pad_mode, padding, dilation)
+    out = ct.conv_transpose_output_shape(lengths, kernel, stride, pad_mode, padding, dilation,
+                                         output_padding=output_padding)
   except ValueError:
     out = (0,)
   assume(min(out) > 0)
   return dict(n=n, group=group, in_channels=in_channels, out_channels=out_channels, kernel=kernel, stride=stride,
-              dilation=dilation, pad_mode=pad_mode, padding=padding, lengths=lengths, out=out)
+              dilation=dilation, pad_mode=pad_mode, padding=padding, output_padding=output_padding, lengths=lengths,
+              out=out)
 
 
 def random_operands(layer, seed, batch=2):
@@ -129,18 +144,18 @@ def random_operands(layer, seed, batch=2):
   return x, weight, z
 
 
-def apply(layer, x, weight, bias=None):
+def apply(layer, x, weight, bias=None, **kwargs):
   return ct.conv_transpose(x, weight, bias, layer["stride"], layer["pad_mode"], layer["padding"], layer["dilation"],
-                           layer["group"], precision=lax.Precision.HIGHEST)
+                           layer["group"], output_padding=layer["output_padding"], precision=lax.Precision.HIGHEST,
+                           **kwargs)
 
 
 @settings(deadline=None, max_examples=40)
 @given(layer=layers(), seed=st.integers(0, 2**16))
 def test_adjoint_identity(layer, seed):
-  """<conv(z, W), x> == <z, conv_transpose(x, W)> for every rank, mode, group."""
+  """<conv(z, W), x> == <z, conv_transpose(x, W)> for every rank, mode, group and output_padding."""
   x, weight, z = random_operands(layer, seed)
-  pads = forward_padding(layer["kernel"], layer["stride"], layer["dilation"], layer["pad_mode"], layer["padding"])
-  conv_z = forward_conv(z, weight, layer["stride"], layer["dilation"], pads, layer["group"])
+  conv_z = layer_forward(layer, z, weight)
   assert conv_z.shape == x.shape
   lhs = jnp.vdot(conv_z, x)
   rhs = jnp.vdot(z, apply(layer, x, weight))
@@ -151,8 +166,7 @@ def test_adjoint_identity(layer, seed):
 @given(layer=layers(), seed=st.integers(0, 2**16))
 def test_equals_vjp_of_forward_conv(layer, seed):
   x, weight, z = random_operands(layer, seed)
-  pads = forward_padding(layer["kernel"], layer["stride"], layer["dilation"], layer["pad_mode"], layer["padding"])
-  _, vjp = jax.vjp(lambda z: forward_conv(z, weight, layer["stride"], layer["dilation"], pads, layer["group"]), z)
+  _, vjp = jax.vjp(lambda z: layer_forward(layer, z, weight), z)
   (expected,) = vjp(x)
   assert_close(apply(layer, x, weight), expected)
 
@@ -162,11 +176,8 @@ def test_equals_vjp_of_forward_conv(layer, seed):
 def test_gradients_are_those_of_the_adjoint(layer, seed):
   """d/dx and d/dW of <z, conv_transpose(x, W)> equal those of <conv(z, W), x>, computed by JAX's own rules."""
   x, weight, z = random_operands(layer, seed)
-  pads = forward_padding(layer["kernel"], layer["stride"], layer["dilation"], layer["pad_mode"], layer["padding"])
   ours = jax.grad(lambda x, w: jnp.vdot(z, apply(layer, x, w)), argnums=(0, 1))(x, weight)
-  theirs = jax.grad(
-      lambda x, w: jnp.vdot(forward_conv(z, w, layer["stride"], layer["dilation"], pads, layer["group"]), x),
-      argnums=(0, 1))(x, weight)
+  theirs = jax.grad(lambda x, w: jnp.vdot(layer_forward(layer, z, w), x), argnums=(0, 1))(x, weight)
   for a, b in zip(ours, theirs):
     assert_close(a, b)
 
@@ -185,7 +196,8 @@ def torch_reference(layer, x, weight, bias):
   y = TORCH_FUNCTIONS[layer["n"]](
       torch.tensor(np.asarray(x)), torch.tensor(np.asarray(weight)),
       None if bias is None else torch.tensor(np.asarray(bias)), stride=layer["stride"],
-      padding=tuple(lo for lo, _ in lo_hi) if symmetric else 0, groups=layer["group"], dilation=layer["dilation"])
+      padding=tuple(lo for lo, _ in lo_hi) if symmetric else 0, output_padding=layer["output_padding"],
+      groups=layer["group"], dilation=layer["dilation"])
   if not symmetric:
     y = y[(slice(None), slice(None), *(slice(lo, y.shape[2 + i] - hi) for i, (lo, hi) in enumerate(lo_hi)))]
   return y.numpy()
@@ -195,12 +207,70 @@ def torch_reference(layer, x, weight, bias):
 @given(layer=layers(), seed=st.integers(0, 2**16), has_bias=st.booleans())
 def test_pad_mode_matches_pytorch(layer, seed, has_bias):
   if layer["pad_mode"] != "pad":
-    layer = dict(layer, pad_mode="pad", padding=(0,) * (2 * layer["n"]))
+    layer = dict(layer, pad_mode="pad", padding=(0,) * (2 * layer["n"]), output_padding=0)
     layer["out"] = ct.conv_transpose_output_shape(layer["lengths"], layer["kernel"], layer["stride"], "pad", 0,
                                                   layer["dilation"])
   x, weight, _ = random_operands(layer, seed)
   bias = jax.random.normal(jax.random.key(seed + 1), (layer["out_channels"],)) if has_bias else None
   assert_close(apply(layer, x, weight, bias), torch_reference(layer, x, weight, bias))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# output_padding, layouts and unbatched inputs.
+
+
+def test_output_padding_rows_hold_convolution_values():
+  # x = [1, 1], k = 3 ones, s = 2, pad (1, 1): full result [1, 1, 2, 1, 1] cropped to [1, 2, 1]; one more
+  # row at the high end is the full result's next position, 1 (PyTorch: the same), not a zero.
+  y = ct.conv1d_transpose(jnp.ones((1, 1, 2)), jnp.ones((1, 1, 3)), None, 2, "pad", 1, output_padding=1)
+  np.testing.assert_array_equal(y[0, 0], [1, 2, 1, 1])
+  # Beyond the full result, the added row receives no input: zero (plus the bias).
+  y = ct.conv1d_transpose(jnp.ones((1, 1, 2)), jnp.ones((1, 1, 3)), jnp.array([0.5]), 2, "pad", 0,
+                          output_padding=1)
+  np.testing.assert_array_equal(y[0, 0], [1.5, 1.5, 2.5, 1.5, 1.5, 0.5])
+
+
+CHANNELS_LAST = {1: "NLC", 2: "NHWC", 3: "NDHWC"}
+CHANNELS_FIRST = {1: "NCL", 2: "NCHW", 3: "NCDHW"}
+
+
+@settings(deadline=None, max_examples=20)
+@given(layer=layers(), seed=st.integers(0, 2**16), has_bias=st.booleans())
+def test_every_layout_equals_channels_first(layer, seed, has_bias):
+  x, weight, _ = random_operands(layer, seed)
+  bias = jax.random.normal(jax.random.key(seed + 1), (layer["out_channels"],)) if has_bias else None
+  n = layer["n"]
+  expected = apply(layer, x, weight, bias)
+  np.testing.assert_array_equal(apply(layer, x, weight, bias, data_format=CHANNELS_FIRST[n]), expected)
+  channels_last = apply(layer, jnp.moveaxis(x, 1, -1), weight, bias, data_format=CHANNELS_LAST[n])
+  assert_close(jnp.moveaxis(channels_last, -1, 1), expected)
+
+
+@settings(deadline=None, max_examples=15)
+@given(layer=layers(), seed=st.integers(0, 2**16), channels_last=st.booleans())
+def test_unbatched_input_is_one_example_of_a_batch(layer, seed, channels_last):
+  x, weight, _ = random_operands(layer, seed, batch=1)
+  data_format = CHANNELS_LAST[layer["n"]] if channels_last else None
+  if channels_last:
+    x = jnp.moveaxis(x, 1, -1)
+  batched = apply(layer, x, weight, data_format=data_format)
+  np.testing.assert_array_equal(apply(layer, x[0], weight, data_format=data_format), batched[0])
+
+
+def test_unbatched_under_jit_grad_and_vmap():
+  x, weight = jnp.ones((3, 4, 4)), jnp.ones((3, 2, 3, 3))
+  fn = jax.jit(functools.partial(ct.conv2d_transpose, stride=2, pad_mode="pad", padding=1, output_padding=1))
+  assert fn(x, weight).shape == (2, 8, 8)
+  grad = jax.grad(lambda x: fn(x, weight).sum())(x)
+  assert_close(grad, jax.grad(lambda x: fn(x[None], weight).sum())(x))
+  assert jax.vmap(fn, in_axes=(0, None))(jnp.ones((5, 3, 4, 4)), weight).shape == (5, 2, 8, 8)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_empty_output_in_every_layout(n):
+  x, weight, bias = jnp.ones((2, *(1,) * n, 3)), jnp.ones((3, 4, *(1,) * n)), jnp.arange(4.0)
+  y = ct.conv_transpose(x, weight, bias, pad_mode="pad", padding=(1, 0) * n, data_format=CHANNELS_LAST[n])
+  assert y.shape == (2, *(0,) * n, 4)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -283,9 +353,11 @@ def test_zero_batch_and_zero_length_inputs():
 # Errors at call time.
 
 
-def test_wrong_input_rank():
-  with pytest.raises(ValueError, match=r"`x` must have 4 dimensions .* got shape \(3, 8, 8\)"):
-    ct.conv2d_transpose(jnp.ones((3, 8, 8)), jnp.ones((3, 2, 2, 2)))
+@pytest.mark.parametrize("shape", [(8, 8), (1, 1, 3, 8, 8)])
+def test_wrong_input_rank(shape):
+  with pytest.raises(ValueError, match=r"`x` must have 4 dimensions .* or 3 without N .* got shape " +
+                     re.escape(str(shape))):
+    ct.conv2d_transpose(jnp.ones(shape), jnp.ones((3, 2, 2, 2)))
 
 
 def test_wrong_channel_count():
@@ -311,3 +383,34 @@ def test_bias_shape():
 def test_negative_output_names_the_dimension():
   with pytest.raises(ValueError, match=r"spatial dimension 1 would be negative: .* = 2 \* 1 \+ 2 - 1 - \(3 \+ 3\) = -3"):
     ct.conv2d_transpose(jnp.ones((1, 1, 4, 2)), jnp.ones((1, 1, 2, 2)), pad_mode="pad", padding=(0, 0, 3, 3))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(output_padding=1), ValueError, r"`output_padding` must be 0 when `pad_mode` is 'same'"),
+        (dict(pad_mode="pad", output_padding=2), ValueError,
+         r"`output_padding` must be in \[0, max\(stride, dilation\)\) = \[0, 2\) along spatial dimension 0 "
+         r"\(stride 2, dilation 1\), but got 2"),
+        (dict(pad_mode="pad", output_padding=(0, -1)), ValueError, r"`output_padding` must contain ints >= 0"),
+        (dict(pad_mode="pad", output_padding=(1, 1, 1)), TypeError, r"`output_padding` must be an int or a tuple of 2"),
+        (dict(pad_mode="pad", output_padding=1.0), TypeError, r"`output_padding` must be an int or a tuple of 2"),
+        (dict(data_format="NLC"), ValueError, r"`data_format` must be one of \['NCHW', 'NHWC'\] for 2 spatial"),
+        (dict(data_format="nhwc"), ValueError, r"`data_format` must be one of \['NCHW', 'NHWC'\]"),
+        (dict(data_format=1), TypeError, r"`data_format` must be a str"),
+    ],
+)
+def test_output_padding_and_data_format_errors(kwargs, error, message):
+  with pytest.raises(error, match=message):
+    ct.conv2d_transpose(jnp.ones((1, 1, 4, 4)), jnp.ones((1, 1, 3, 3)), stride=2, **kwargs)
+
+
+def test_output_padding_may_reach_the_dilation():
+  """``output_padding < max(stride, dilation)``: with dilation 3 and stride 1, up to 2 rows (as PyTorch)."""
+  y = ct.conv1d_transpose(jnp.ones((1, 1, 2)), jnp.ones((1, 1, 2)), None, 1, "pad", 0, 3, output_padding=2)
+  np.testing.assert_array_equal(y[0, 0], [1, 1, 0, 1, 1, 0, 0])
+
+
+def test_channels_last_wrong_channel_count_names_the_axis():
+  with pytest.raises(ValueError, match=r"`x` has 4 channels \(axis 3 of the batched shape \(1, 5, 5, 4\)\)"):
+    ct.conv2d_transpose(jnp.ones((5, 5, 4)), jnp.ones((3, 2, 2, 2)), data_format="NHWC")

@@ -1,4 +1,4 @@
-"""The function and the module against real MindSpore 2.10 (fixtures from ``make_mindspore_golden.py``)."""
+"""The functions and the modules against real MindSpore 2.10 (fixtures from ``make_mindspore_golden.py``)."""
 
 import functools
 
@@ -85,3 +85,81 @@ def test_empty_output_like_mindspore(config):
   weight = np.ones((1, 1, *np.broadcast_to(config["kernel_size"], (2,))), np.float32)
   y = ct.conv2d_transpose(x, weight, None, config["stride"], config["pad_mode"], config["padding"], config["dilation"])
   assert list(y.shape) == config["output_shape"] and y.size == 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The 1-D and 3-D layers (3-D with output_padding, which MindSpore's 3-D layer computes by convolution).
+
+FAMILY = {n: load_cases(f"mindspore_conv{n}d_transpose.npz") for n in (1, 3)}
+FAMILY_CASES = [(n, i) for n in (1, 3) for i in range(len(FAMILY[n][0]))]
+MODULES = {1: ct.Conv1dTranspose, 3: ct.Conv3dTranspose}
+
+
+def _family_case(n, i):
+  configs, arrays = FAMILY[n]
+  config = configs[i]
+  bias = arrays.get(f"bias_{i}")
+  assert (bias is not None) == config["has_bias"]
+  return config, arrays[f"x_{i}"], arrays[f"weight_{i}"], bias, arrays[f"y_{i}"]
+
+
+def test_family_fixtures_cover_the_arguments():
+  configs_1d, configs_3d = FAMILY[1][0], FAMILY[3][0]
+  assert len(configs_1d) == len(configs_3d) == 150
+  assert {c["pad_mode"] for c in configs_1d} == {c["pad_mode"] for c in configs_3d} == {"same", "valid", "pad"}
+  assert {c["group"] for c in configs_1d} == {c["group"] for c in configs_3d} == {1, 2}
+  assert {c["dilation"] for c in configs_1d} == {1, 2} and any(c["batch"] == 1 for c in configs_1d)
+  assert sum(np.any(c["output_padding"]) for c in configs_3d) >= 20
+  assert any(max(c["dilation"]) > 1 for c in configs_3d)
+  assert any(len(set(c["padding"])) > 1 for c in configs_3d if c["pad_mode"] == "pad")  # asymmetric
+
+
+@pytest.mark.parametrize("n, i", FAMILY_CASES)
+def test_family_function_matches_mindspore(n, i):
+  config, x, weight, bias, expected = _family_case(n, i)
+  fn = jax.jit(functools.partial(ct.conv_transpose, stride=config["stride"], pad_mode=config["pad_mode"],
+                                 padding=config["padding"], dilation=config["dilation"], group=config["group"],
+                                 output_padding=config.get("output_padding", 0)))
+  assert_close(fn(x, weight, bias), expected)
+
+
+@pytest.mark.parametrize("n, i", FAMILY_CASES[::3])
+def test_family_module_matches_mindspore(n, i):
+  """Positional arguments in MindSpore's order: the 3-D layer takes output_padding before has_bias."""
+  config, x, weight, bias, expected = _family_case(n, i)
+  leading = [config[k] for k in ("in_channels", "out_channels", "kernel_size", "stride", "pad_mode", "padding",
+                                 "dilation", "group")]
+  if n == 3:
+    layer = ct.Conv3dTranspose(*leading, config["output_padding"], config["has_bias"], weight,
+                               bias if bias is not None else "zeros")
+  else:
+    layer = ct.Conv1dTranspose(*leading, config["has_bias"], weight, bias if bias is not None else "zeros")
+  variables = layer.init(jax.random.key(0), x)
+  assert_close(jax.jit(layer.apply)(variables, x), expected)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MindSpore 2.x's 2-D layer zero-fills the output_padding rows after the bias; ours computes them (PyTorch's
+# and MindSpore's 3-D meaning). Everything else agrees.
+
+OP_CONFIGS, OP_ARRAYS = load_cases("mindspore_conv2d_output_padding.npz")
+
+
+@pytest.mark.parametrize("i", range(len(OP_CONFIGS)))
+def test_2d_output_padding_differs_from_mindspore_only_in_the_added_rows(i):
+  config = OP_CONFIGS[i]
+  x, weight, bias, expected = (OP_ARRAYS[f"x_{i}"], OP_ARRAYS[f"weight_{i}"], OP_ARRAYS.get(f"bias_{i}"),
+                               OP_ARRAYS[f"y_{i}"])
+  layer = ct.Conv2dTranspose(config["in_channels"], config["out_channels"], config["kernel_size"], config["stride"],
+                             config["pad_mode"], config["padding"], config["dilation"], config["group"],
+                             config["has_bias"], weight, bias if bias is not None else "zeros",
+                             config["output_padding"])
+  y = np.asarray(layer.apply(layer.init(jax.random.key(0), x), x))
+  assert y.shape == expected.shape
+  rows, cols = (size - op for size, op in zip(y.shape[2:], config["output_padding"]))
+  assert_close(y[:, :, :rows, :cols], expected[:, :, :rows, :cols])
+  np.testing.assert_array_equal(expected[:, :, rows:], 0)  # MindSpore: zeros, even with a bias
+  np.testing.assert_array_equal(expected[:, :, :, cols:], 0)
+  unpadded = ct.conv2d_transpose(x, weight, bias, config["stride"], "pad", config["padding"], config["dilation"],
+                                 config["group"])
+  assert_close(y[:, :, :rows, :cols], unpadded)  # output_padding only appends

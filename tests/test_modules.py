@@ -1,5 +1,7 @@
 """The Flax module: MindSpore's constructor and parameters, Flax's dtypes, JAX transformations."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -130,3 +132,84 @@ def test_precision_is_passed_through():
   x = jax.random.normal(jax.random.key(0), (1, 2, 4, 4))
   variables = net.init(jax.random.key(1), x)
   assert "precision=(Precision.HIGHEST, Precision.HIGHEST)" in str(jax.make_jaxpr(net.apply)(variables, x))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The family: 1-D and 3-D layers, output_padding, data_format, unbatched inputs.
+
+LAYERS = {1: ct.Conv1dTranspose, 2: ct.Conv2dTranspose, 3: ct.Conv3dTranspose}
+CHANNELS_LAST = {1: "NLC", 2: "NHWC", 3: "NDHWC"}
+
+
+@pytest.mark.parametrize(
+    "cls, defaults",
+    [
+        (ct.Conv1dTranspose, ("NCL", "in out kernel_size stride pad_mode padding dilation group has_bias weight_init "
+                                     "bias_init output_padding data_format")),
+        (ct.Conv2dTranspose, ("NCHW", "in out kernel_size stride pad_mode padding dilation group has_bias "
+                                      "weight_init bias_init output_padding data_format")),
+        # MindSpore's Conv3dTranspose takes output_padding right after group.
+        (ct.Conv3dTranspose, ("NCDHW", "in out kernel_size stride pad_mode padding dilation group output_padding "
+                                       "has_bias weight_init bias_init data_format")),
+    ],
+)
+def test_constructor_order_and_defaults(cls, defaults):
+  data_format, order = defaults
+  fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name")]
+  names = order.replace("in out", "in_channels out_channels").split()
+  assert fields[:len(names)] == names and fields[len(names):] == ["dtype", "param_dtype", "precision"]
+  net = cls(2, 4, 3)
+  assert (net.stride, net.pad_mode, net.padding, net.dilation, net.group, net.output_padding, net.has_bias,
+          net.weight_init, net.bias_init, net.data_format) == (1, "same", 0, 1, 1, 0, False, "normal", "zeros",
+                                                               data_format)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_module_is_the_function_in_every_layout_and_unbatched(n):
+  net = LAYERS[n](4, 6, 3, stride=2, pad_mode="pad", padding=1, dilation=2, group=2, output_padding=1,
+                  has_bias=True, bias_init="uniform")
+  x = jax.random.normal(jax.random.key(0), (2, 4, *(3,) * n))
+  variables = net.init(jax.random.key(1), x)
+  params = variables["params"]
+  assert params["weight"].shape == (4, 3, *(3,) * n)
+  expected = ct.conv_transpose(x, params["weight"], params["bias"], 2, "pad", 1, 2, 2, output_padding=1)
+  assert expected.shape == (2, 6, *(8,) * n)  # (3 - 1) * 2 + 5 - 2 + 1
+  assert_close(net.apply(variables, x), expected)
+  assert_close(net.apply(variables, x[0]), expected[0])  # unbatched
+  channels_last = net.clone(data_format=CHANNELS_LAST[n])
+  y = channels_last.apply(variables, jnp.moveaxis(x, 1, -1))  # the same parameters serve both layouts
+  assert_close(jnp.moveaxis(y, -1, 1), expected)
+  assert_close(jnp.moveaxis(channels_last.apply(variables, jnp.moveaxis(x[0], 0, -1)), -1, 0), expected[0])
+
+
+def test_conv1d_keeps_a_batch_of_one():
+  net = ct.Conv1dTranspose(2, 3, 4, stride=2)
+  x = jnp.ones((1, 2, 5))
+  assert net.apply(net.init(jax.random.key(0), x), x).shape == (1, 3, 10)
+
+
+def test_conv3d_depth_dilation_is_allowed():
+  net = ct.Conv3dTranspose(1, 1, 2, pad_mode="valid", dilation=(3, 1, 1), weight_init="ones")
+  y = net.apply(net.init(jax.random.key(0), jnp.ones((1, 1, 1, 1, 1))), jnp.ones((1, 1, 1, 1, 1)))
+  np.testing.assert_array_equal(y[0, 0, :, 0, 0], [1, 0, 0, 1])  # taps 0 and 3 along depth
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, error, message",
+    [
+        (ct.Conv1dTranspose, dict(data_format="NCHW"), ValueError, r"`data_format` must be one of \['NCL', 'NLC'\]"),
+        (ct.Conv3dTranspose, dict(data_format="NCHW"), ValueError, r"one of \['NCDHW', 'NDHWC'\]"),
+        (ct.Conv3dTranspose, dict(output_padding=1), ValueError, r"`output_padding` must be 0 when `pad_mode` is 'same'"),
+        (ct.Conv3dTranspose, dict(pad_mode="pad", stride=(1, 2, 1), output_padding=(0, 1, 1)), ValueError,
+         r"along spatial dimension 2 \(stride 1, dilation 1\), but got 1"),
+        (ct.Conv1dTranspose, dict(pad_mode="pad", padding=(1, 2, 3)), ValueError,
+         r"`padding` must be an int or a tuple of 2 ints \(left, right\)"),
+        (ct.Conv3dTranspose, dict(pad_mode="pad", padding=(1, 2)), ValueError,
+         r"a tuple of 6 ints \(head, tail, top, bottom, left, right\)"),
+        (ct.Conv3dTranspose, dict(kernel_size=(1, 2)), TypeError, r"`kernel_size` must be an int or a tuple of 3 ints"),
+    ],
+)
+def test_family_errors_at_construction(cls, kwargs, error, message):
+  arguments = dict(in_channels=2, out_channels=2, kernel_size=3) | kwargs
+  with pytest.raises(error, match=message):
+    cls(**arguments)

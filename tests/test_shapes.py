@@ -23,6 +23,18 @@ def test_forward_padding(kernel, stride, dilation, pad_mode, padding, expected):
 
 
 @pytest.mark.parametrize(
+    "kernel, stride, dilation, padding, output_padding, expected",
+    [
+        (3, 2, 1, (1, 1), 1, (1, 0)),  # one row more at the high end: hi - op
+        (3, 2, 1, (0, 0), 1, (0, -1)),  # beyond the full result: a row no input reaches
+        (2, 1, 3, (0, 0), 2, (0, -2)),  # op < max(stride, dilation) = 3
+    ],
+)
+def test_forward_padding_with_output_padding(kernel, stride, dilation, padding, output_padding, expected):
+  assert _shapes.forward_padding(kernel, stride, dilation, "pad", padding, output_padding) == expected
+
+
+@pytest.mark.parametrize(
     "input_shape, kernel, stride, pad_mode, padding, dilation, expected",
     [
         ((16, 50), 4, 1, "pad", 0, 1, (19, 53)),               # MindSpore's docstring example
@@ -38,6 +50,19 @@ def test_forward_padding(kernel, stride, dilation, pad_mode, padding, expected):
 )
 def test_output_shape(input_shape, kernel, stride, pad_mode, padding, dilation, expected):
   assert ct.conv_transpose_output_shape(input_shape, kernel, stride, pad_mode, padding, dilation) == expected
+
+
+@pytest.mark.parametrize(
+    "input_shape, kernel, stride, padding, output_padding, expected",
+    [
+        ((8, 8, 8), 3, 2, 1, 1, (16, 16, 16)),            # (L - 1) * s + dk - 2p + op, PyTorch's formula
+        ((8, 8, 8), 3, (1, 2, 3), 1, (0, 1, 2), (8, 16, 24)),
+        ((5,), 4, 4, (0, 3), 3, (20,)),                     # asymmetric: L * s + dk - s - (0 + 3) + 3
+    ],
+)
+def test_output_shape_with_output_padding(input_shape, kernel, stride, padding, output_padding, expected):
+  assert ct.conv_transpose_output_shape(input_shape, kernel, stride, "pad", padding,
+                                        output_padding=output_padding) == expected
 
 
 def test_lhs_dilated_padding_crops_when_padding_exceeds_the_kernel():
