@@ -4,9 +4,11 @@ Every initializer here is a frozen dataclass called as ``init(key, shape, dtype)
 `jax.nn.initializers`, and carries MindSpore's name and defaults. `resolve` turns anything MindSpore's
 ``weight_init``/``bias_init`` accept into such a callable:
 
-* a name, case-insensitive: ``'Normal'``, ``'TruncatedNormal'``, ``'Uniform'``, ``'HeUniform'``
-  (``'he_uniform'``), ``'XavierUniform'`` (``'xavier_uniform'``), ``'One'`` (``'ones'``), ``'Zero'``
-  (``'zeros'``);
+* a name, case-insensitive, MindSpore's registry: ``'Normal'``, ``'TruncatedNormal'``, ``'Uniform'``,
+  ``'HeUniform'`` (``'he_uniform'``), ``'HeNormal'`` (``'he_normal'``), ``'XavierUniform'``
+  (``'xavier_uniform'``), ``'XavierNormal'`` (``'xavier_normal'``), ``'Orthogonal'``, ``'Dirac'``,
+  ``'Identity'``, ``'VarianceScaling'``, ``'One'`` (``'ones'``), ``'Zero'`` (``'zeros'``); ``'Sparse'`` is
+  registered but needs its ``sparsity``, and `Constant` has no name (it needs its value), as in MindSpore;
 * an initializer object with parameters, e.g. ``Normal(sigma=0.02)``;
 * a number: a constant fill (`Constant`);
 * an array: used as given, after its shape is checked;
@@ -78,6 +80,25 @@ class Initializer:
   def __call__(self, key: jax.Array, shape: Shape, dtype: DType = jnp.float32) -> jax.Array:
     raise NotImplementedError
 
+  def shape_error(self, shape: Shape) -> str | None:
+    """Why this initializer cannot fill ``shape`` (MindSpore raises ValueError), or None if it can.
+
+    Layers call it through `check_shape` at construction, before any parameter is drawn.
+    """
+    del shape
+    return None
+
+  def _checked(self, shape: Shape) -> tuple[int, ...]:
+    error = self.shape_error(shape)
+    if error:
+      raise ValueError(error)
+    return tuple(shape)
+
+
+def _check_fan_mode(mode: str, allowed: tuple[str, ...]) -> None:
+  if mode not in allowed:
+    raise ValueError(f"`mode` must be one of {list(allowed)}, but got {mode!r}.")
+
 
 @dataclasses.dataclass(frozen=True)
 class Normal(Initializer):
@@ -117,36 +138,193 @@ class Uniform(Initializer):
 
 
 @dataclasses.dataclass(frozen=True)
-class HeUniform(Initializer):
-  """Kaiming uniform: ``U(-bound, bound)``, ``bound = gain(nonlinearity, negative_slope) * sqrt(3 / fan)``,
-  ``fan`` being ``fan_in`` or ``fan_out`` (`mode`). With the defaults ``bound = sqrt(6 / fan_in)``."""
+class _He(Initializer):
+  """Kaiming He's scaling: ``std = gain(nonlinearity, negative_slope) / sqrt(fan)``, ``fan`` being
+  ``fan_in`` or ``fan_out`` (`mode`); with the defaults ``std = sqrt(2 / fan_in)``."""
 
   negative_slope: float = 0
   mode: str = "fan_in"
   nonlinearity: str = "leaky_relu"
 
   def __post_init__(self):
-    if self.mode not in ("fan_in", "fan_out"):
-      raise ValueError(f"`mode` must be 'fan_in' or 'fan_out', but got {self.mode!r}.")
+    _check_fan_mode(self.mode, ("fan_in", "fan_out"))
     gain(self.nonlinearity, self.negative_slope)  # validates the nonlinearity
 
-  def __call__(self, key, shape, dtype=jnp.float32):
+  def std(self, shape: Shape) -> float:
     fan_in, fan_out = fans(shape)
-    fan = fan_in if self.mode == "fan_in" else fan_out
-    bound = gain(self.nonlinearity, self.negative_slope) * math.sqrt(3.0 / fan)
+    return gain(self.nonlinearity, self.negative_slope) / math.sqrt(fan_in if self.mode == "fan_in" else fan_out)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeUniform(_He):
+  """Kaiming uniform: ``U(-bound, bound)``, ``bound = sqrt(3) * std``, ``std`` as in `HeNormal`. With the
+  defaults ``bound = sqrt(6 / fan_in)``."""
+
+  def __call__(self, key, shape, dtype=jnp.float32):
+    bound = math.sqrt(3.0) * self.std(shape)
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 @dataclasses.dataclass(frozen=True)
-class XavierUniform(Initializer):
-  """Glorot uniform: ``U(-bound, bound)``, ``bound = gain * sqrt(6 / (fan_in + fan_out))``."""
+class HeNormal(_He):
+  """Kaiming normal: ``N(0, std**2)``, ``std = gain(nonlinearity, negative_slope) / sqrt(fan)``, ``fan``
+  being ``fan_in`` or ``fan_out`` (`mode`). With the defaults ``std = sqrt(2 / fan_in)``."""
+
+  def __call__(self, key, shape, dtype=jnp.float32):
+    return self.std(shape) * jax.random.normal(key, shape, dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Xavier(Initializer):
+  """Glorot's scaling: ``std = gain * sqrt(2 / (fan_in + fan_out))``."""
 
   gain: float = 1
 
+  def std(self, shape: Shape) -> float:
+    fan_in, fan_out = fans(shape)
+    return self.gain * math.sqrt(2.0 / (fan_in + fan_out))
+
+
+@dataclasses.dataclass(frozen=True)
+class XavierUniform(_Xavier):
+  """Glorot uniform: ``U(-bound, bound)``, ``bound = gain * sqrt(6 / (fan_in + fan_out))``."""
+
+  def __call__(self, key, shape, dtype=jnp.float32):
+    bound = math.sqrt(3.0) * self.std(shape)
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+@dataclasses.dataclass(frozen=True)
+class XavierNormal(_Xavier):
+  """Glorot normal: ``N(0, std**2)``, ``std = gain * sqrt(2 / (fan_in + fan_out))``."""
+
+  def __call__(self, key, shape, dtype=jnp.float32):
+    return self.std(shape) * jax.random.normal(key, shape, dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class VarianceScaling(Initializer):
+  """Variance scaling with ``n = max(1, fan)``, ``fan`` being ``fan_in``, ``fan_out`` or their mean
+  (``mode='fan_avg'``):
+
+  * ``distribution='untruncated_normal'``: ``N(0, scale / n)``;
+  * ``distribution='uniform'``: ``U(-limit, limit)``, ``limit = sqrt(3 * scale / n)``;
+  * ``distribution='truncated_normal'`` (the default): MindSpore 2.10 draws this one from the *uniform*
+    distribution above too (its ``_initialize`` tests for ``'truncated_norm'``, a value its constructor
+    rejects), and so do we, so that a ported model starts from the distribution it was trained from. For
+    the truncated normal the name promises, use
+    ``jax.nn.initializers.variance_scaling(scale, mode, 'truncated_normal')``.
+  """
+
+  scale: float = 1.0
+  mode: str = "fan_in"
+  distribution: str = "truncated_normal"
+
+  def __post_init__(self):
+    if not self.scale > 0:
+      raise ValueError(f"`scale` must be > 0, but got {self.scale!r}.")
+    _check_fan_mode(self.mode, ("fan_in", "fan_out", "fan_avg"))
+    distributions = ("uniform", "truncated_normal", "untruncated_normal")
+    if self.distribution not in distributions:
+      raise ValueError(f"`distribution` must be one of {list(distributions)}, but got {self.distribution!r}.")
+
   def __call__(self, key, shape, dtype=jnp.float32):
     fan_in, fan_out = fans(shape)
-    bound = self.gain * math.sqrt(6.0 / (fan_in + fan_out))
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
+    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
+    variance = self.scale / max(1.0, fan)
+    if self.distribution == "untruncated_normal":
+      return math.sqrt(variance) * jax.random.normal(key, shape, dtype)
+    limit = math.sqrt(3.0 * variance)
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+@dataclasses.dataclass(frozen=True)
+class Orthogonal(Initializer):
+  """A (semi-)orthogonal matrix times ``gain``: the shape is seen as ``(shape[0], prod(shape[1:]))``, whose
+  rows (or columns, whichever are fewer) are orthonormal; from the QR decomposition of a standard normal
+  matrix with the signs of ``diag(R)`` folded into ``Q`` (MindSpore's and PyTorch's recipe)."""
+
+  gain: float = 1.0
+
+  def shape_error(self, shape):
+    if len(shape) < 2:
+      return f"Orthogonal needs a shape of at least 2 dimensions, but got {tuple(shape)}."
+    return None
+
+  def __call__(self, key, shape, dtype=jnp.float32):
+    shape = self._checked(shape)
+    rows = shape[0]
+    cols = math.prod(shape) // rows
+    matrix = jax.random.normal(key, (max(rows, cols), min(rows, cols)), jnp.float32)
+    q, r = jnp.linalg.qr(matrix)
+    q = q * jnp.sign(jnp.diagonal(r))[None, :]  # column j of Q times the sign of R[j, j]
+    if rows < cols:
+      q = q.T
+    return (self.gain * q).reshape(shape).astype(dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dirac(Initializer):
+  """The identity convolution: ``weight[g * m + i, i, *centre] = 1`` for ``i < min(m, shape[1])`` in each
+  of the ``groups`` blocks of ``m = shape[0] // groups`` rows, ``centre = kernel_size // 2``, zeros
+  elsewhere. For a transposed convolution with ``C_in == C_out``, stride 1, ``pad_mode='same'`` and an odd
+  kernel the layer then returns its input (an even kernel shifts it by one position)."""
+
+  groups: int = 1
+
+  def shape_error(self, shape):
+    if len(shape) not in (3, 4, 5):
+      return f"Dirac fills a convolution weight of 3, 4 or 5 dimensions, but got shape {tuple(shape)}."
+    if shape[0] % self.groups:
+      return f"Dirac needs shape[0] (={shape[0]}) divisible by `groups` (={self.groups})."
+    return None
+
+  def __call__(self, key, shape, dtype=jnp.float32):
+    del key
+    shape = self._checked(shape)
+    rows = shape[0] // self.groups
+    diagonal = np.arange(min(rows, shape[1]))
+    weight = np.zeros(shape)
+    for group in range(self.groups):
+      weight[(group * rows + diagonal, diagonal, *(k // 2 for k in shape[2:]))] = 1
+    return jnp.asarray(weight, dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity(Initializer):
+  """The identity matrix ``eye(shape[0], shape[1])``; 2-D shapes only (MindSpore raises ValueError)."""
+
+  def shape_error(self, shape):
+    if len(shape) != 2:
+      return f"Identity fills a 2-D shape only, but got {tuple(shape)}."
+    return None
+
+  def __call__(self, key, shape, dtype=jnp.float32):
+    del key
+    rows, cols = self._checked(shape)
+    return jnp.eye(rows, cols, dtype=dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sparse(Initializer):
+  """``N(0, sigma**2)`` with exactly ``ceil(sparsity * rows)`` zeros in each column, at random rows; 2-D
+  shapes only (MindSpore raises ValueError otherwise)."""
+
+  sparsity: float
+  sigma: float = 0.01
+
+  def shape_error(self, shape):
+    if len(shape) != 2:
+      return f"Sparse fills a 2-D shape only, but got {tuple(shape)}."
+    return None
+
+  def __call__(self, key, shape, dtype=jnp.float32):
+    rows, cols = self._checked(shape)
+    values_key, rows_key = jax.random.split(key)
+    values = self.sigma * jax.random.normal(values_key, (rows, cols), dtype)
+    # Each column's rows in a random order; its first ceil(sparsity * rows) in that order become zeros.
+    rank = jnp.argsort(jnp.argsort(jax.random.uniform(rows_key, (rows, cols)), axis=0), axis=0)
+    return jnp.where(rank < math.ceil(self.sparsity * rows), jnp.zeros((), dtype), values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,9 +362,14 @@ class FromArray(Initializer):
 
   array: Any = dataclasses.field(compare=False)
 
+  def shape_error(self, shape):
+    if tuple(np.shape(self.array)) != tuple(shape):
+      return f"an array of shape {tuple(np.shape(self.array))}, but the parameter has shape {tuple(shape)}."
+    return None
+
   def __call__(self, key, shape, dtype=jnp.float32):
     del key
-    check_shape(self, shape)
+    self._checked(shape)
     return jnp.asarray(self.array, dtype)
 
 
@@ -197,8 +380,17 @@ _REGISTRY: dict[str, type[Initializer]] = {
     "uniform": Uniform,
     "heuniform": HeUniform,
     "he_uniform": HeUniform,
+    "henormal": HeNormal,
+    "he_normal": HeNormal,
     "xavieruniform": XavierUniform,
     "xavier_uniform": XavierUniform,
+    "xaviernormal": XavierNormal,
+    "xavier_normal": XavierNormal,
+    "variancescaling": VarianceScaling,
+    "orthogonal": Orthogonal,
+    "dirac": Dirac,
+    "identity": Identity,
+    "sparse": Sparse,
     "one": One,
     "ones": One,
     "zero": Zero,
@@ -227,11 +419,13 @@ def resolve(init: InitLike, name: str = "init") -> InitFn:
     TypeError: for anything else (a bool included: it is not silently a number).
   """
   if isinstance(init, str):
-    try:
-      return _REGISTRY[init.lower()]()
-    except KeyError:
+    if init.lower() not in _REGISTRY:
       raise ValueError(f"`{name}` {init!r} is not a known initializer; valid names (case-insensitive) are "
-                       f"{', '.join(names())}.") from None
+                       f"{', '.join(names())}.")
+    cls = _REGISTRY[init.lower()]
+    if cls is Sparse:  # MindSpore: TypeError, a missing argument
+      raise TypeError(f"`{name}` {init!r} needs its `sparsity`: pass Sparse(sparsity=...) instead of the name.")
+    return cls()
   if isinstance(init, Initializer):
     return init
   if isinstance(init, bool):
@@ -248,7 +442,8 @@ def resolve(init: InitLike, name: str = "init") -> InitFn:
 
 
 def check_shape(init: InitFn, shape: Shape, name: str = "init") -> None:
-  """Raises ValueError if ``init`` is a `FromArray` whose array is not of ``shape``."""
-  if isinstance(init, FromArray) and tuple(np.shape(init.array)) != tuple(shape):
-    raise ValueError(f"`{name}` is an array of shape {tuple(np.shape(init.array))}, but the parameter has shape "
-                     f"{tuple(shape)}.")
+  """Raises ValueError if ``init`` is an `Initializer` that cannot fill ``shape`` (an array of another
+  shape, `Identity` or `Sparse` for a convolution weight, ...); other callables are not checked."""
+  error = init.shape_error(shape) if isinstance(init, Initializer) else None
+  if error:
+    raise ValueError(f"`{name}`: {error}")

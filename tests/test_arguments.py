@@ -43,8 +43,8 @@ BAD_ARGUMENTS = [
     (dict(weight_init="foo"), ValueError, r"`weight_init` 'foo' is not a known initializer; valid names .*normal"),
     (dict(has_bias=True, bias_init="bar"), ValueError, r"`bias_init` 'bar' is not a known initializer"),
     (dict(weight_init=np.ones((4, 2, 2, 2))), ValueError,
-     r"`weight_init` is an array of shape \(4, 2, 2, 2\), but the parameter has shape \(2, 4, 2, 2\)"),
-    (dict(has_bias=True, bias_init=np.ones(3)), ValueError, r"`bias_init` is an array of shape \(3,\)"),
+     r"`weight_init`: an array of shape \(4, 2, 2, 2\), but the parameter has shape \(2, 4, 2, 2\)"),
+    (dict(has_bias=True, bias_init=np.ones(3)), ValueError, r"`bias_init`: an array of shape \(3,\)"),
     (dict(weight_init=True), TypeError, r"`weight_init` must be an initializer name"),
     (dict(weight_init=object()), TypeError, r"`weight_init` must be an initializer name"),
 ]
