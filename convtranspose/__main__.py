@@ -50,12 +50,22 @@ def main() -> None:
   per_example = jax.vmap(lambda xi: ct.conv2d_transpose(xi[None], weight, stride=2)[0])(x)
   print("   grad w.r.t. weight:", grad.shape, "  vmapped output:", per_example.shape)
 
-  print("\n5. MindSpore's initializers by name or object")
-  for init in ("HeUniform", "xavier_uniform", ct.initializers.Normal(sigma=0.02)):
+  print("\n5. The family: 1-D and 3-D, output_padding, channels-last, unbatched")
+  audio = ct.Conv1dTranspose(64, 32, 16, stride=8, pad_mode="pad", padding=4, weight_init="he_normal")
+  signal = jnp.ones((4, 64, 100))
+  print("   Conv1dTranspose(64, 32, 16, stride=8), (4, 64, 100) ->",
+        audio.apply(audio.init(jax.random.key(4), signal), signal).shape)
+  volume = ct.Conv3dTranspose(8, 4, 3, stride=2, pad_mode="pad", padding=1, output_padding=1, data_format="NDHWC")
+  voxels = jnp.ones((6, 6, 6, 8))  # one unbatched (D, H, W, C) example
+  print("   Conv3dTranspose(..., output_padding=1, data_format='NDHWC'), (6, 6, 6, 8) ->",
+        volume.apply(volume.init(jax.random.key(5), voxels), voxels).shape)
+
+  print("\n6. MindSpore's initializers by name or object")
+  for init in ("HeUniform", "xavier_uniform", "orthogonal", ct.initializers.Normal(sigma=0.02)):
     w = ct.initializers.resolve(init)(jax.random.key(3), (3, 64, 4, 4))
     print(f"   {init!s:30} std {float(w.std()):.4f}")
 
-  print("\n6. Never aborts: a shape on which XLA kills Flax's nn.ConvTranspose")
+  print("\n7. Never aborts: a shape on which XLA kills Flax's nn.ConvTranspose")
   child = subprocess.run([sys.executable, "-c", _FLAX_ABORT], capture_output=True, text=True)
   flax_result = child.stdout.strip() if child.returncode == 0 else f"process died (exit code {child.returncode})"
   ours = ct.conv2d_transpose(jnp.ones((1, 1, 2, 13)), jnp.ones((1, 1, 5, 2)), stride=2, pad_mode="pad", padding=1)

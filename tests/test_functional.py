@@ -215,6 +215,27 @@ def test_pad_mode_matches_pytorch(layer, seed, has_bias):
   assert_close(apply(layer, x, weight, bias), torch_reference(layer, x, weight, bias))
 
 
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize(
+    "kernel, stride, dilation, group, padding, output_padding",
+    [
+        (3, 2, 2, 2, 1, 1),  # dilation and groups with output_padding
+        (4, 3, 1, 1, 2, 2),  # output_padding up to stride - 1
+        (2, 1, 3, 3, 0, 2),  # output_padding up to dilation - 1 (stride 1)
+        (3, 2, 1, 6, 1, 1),  # depthwise
+        (5, 2, 2, 1, 3, 0),
+    ],
+)
+def test_grid_matches_pytorch(n, kernel, stride, dilation, group, padding, output_padding):
+  """A fixed grid, so every rank meets dilation, groups and output_padding whatever hypothesis draws."""
+  layer = dict(n=n, group=group, in_channels=6, out_channels=6, kernel=(kernel,) * n, stride=(stride,) * n,
+               dilation=(dilation,) * n, pad_mode="pad", padding=(padding,) * (2 * n),
+               output_padding=output_padding, lengths=(4,) * n)
+  x, weight, _ = random_operands(dict(layer, out=(1,) * n), seed=kernel * 10 + n)
+  bias = jnp.linspace(-1.0, 1.0, 6)
+  assert_close(apply(layer, x, weight, bias), torch_reference(layer, x, weight, bias))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # output_padding, layouts and unbatched inputs.
 

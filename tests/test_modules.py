@@ -11,6 +11,8 @@ import pytest
 import convtranspose as ct
 from conftest import assert_close
 
+LAYERS = {1: ct.Conv1dTranspose, 2: ct.Conv2dTranspose, 3: ct.Conv3dTranspose}
+
 
 def test_seed_example():
   net = ct.Conv2dTranspose(3, 64, 4, has_bias=False, weight_init="normal", pad_mode="pad")
@@ -59,16 +61,19 @@ def test_default_bias_is_zeros():
         (jnp.float32, jnp.bfloat16, jnp.bfloat16, jnp.bfloat16, jnp.bfloat16),
     ],
 )
-def test_dtypes(input_dtype, dtype, param_dtype, expected_output, expected_param):
-  net = ct.Conv2dTranspose(2, 4, 3, stride=2, has_bias=True, bias_init="uniform", dtype=dtype, param_dtype=param_dtype)
-  x = jnp.ones((1, 2, 3, 3), input_dtype)
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_dtypes(n, input_dtype, dtype, param_dtype, expected_output, expected_param):
+  net = LAYERS[n](2, 4, 3, stride=2, has_bias=True, bias_init="uniform", dtype=dtype, param_dtype=param_dtype)
+  x = jax.random.normal(jax.random.key(2), (1, 2, *(3,) * n)).astype(input_dtype)
   variables = net.init(jax.random.key(0), x)
   assert all(p.dtype == expected_param for p in jax.tree.leaves(variables))
   y = net.apply(variables, x)
   assert y.dtype == expected_output
   params = variables["params"]
-  reference = ct.conv2d_transpose(x.astype(jnp.float32), params["weight"].astype(expected_output).astype(jnp.float32),
-                                  params["bias"].astype(expected_output).astype(jnp.float32), stride=2)
+  reference = ct.conv_transpose(x.astype(expected_output).astype(jnp.float32),
+                                params["weight"].astype(expected_output).astype(jnp.float32),
+                                params["bias"].astype(expected_output).astype(jnp.float32), stride=2,
+                                precision=jax.lax.Precision.HIGHEST)
   assert_close(y, reference, expected_output)
 
 
@@ -136,8 +141,6 @@ def test_precision_is_passed_through():
 
 # ---------------------------------------------------------------------------------------------------------
 # The family: 1-D and 3-D layers, output_padding, data_format, unbatched inputs.
-
-LAYERS = {1: ct.Conv1dTranspose, 2: ct.Conv2dTranspose, 3: ct.Conv3dTranspose}
 CHANNELS_LAST = {1: "NLC", 2: "NHWC", 3: "NDHWC"}
 
 

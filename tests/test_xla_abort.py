@@ -46,7 +46,8 @@ def test_an_abort_is_reported_not_fatal():
 
 @pytest.mark.parametrize("chunk", range(NUM_CHUNKS))
 def test_small_configurations_never_abort(chunk):
-  """Input 1-3, kernel 1-5, stride 1-3, dilation 1-2, every pad mode, groups: forward and both gradients."""
+  """Input 1-3, kernel 1-5, stride 1-3, dilation 1-2, every pad mode, groups, output_padding channels-last:
+  forward and both gradients."""
   result = run_python(str(PROBE), str(chunk), str(NUM_CHUNKS))
   assert result.returncode == 0, describe(result)
   assert result.stdout.splitlines()[-1].startswith("done "), describe(result)

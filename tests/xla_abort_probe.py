@@ -37,7 +37,8 @@ def paddings(mode, kernel, dilation):
 
 
 def configurations():
-  """``(pad_mode, ((L, k, s, d, pad) per dimension), channels, group)``, every small case, in order."""
+  """``(pad_mode, ((L, k, s, d, pad) per dimension), channels, group[, output_padding, data_format])``, every
+  small case, in order; ``output_padding`` (which moves the high padding) is swept channels-last."""
   for mode in ("same", "valid", "pad"):
     for length, kernel, stride, dilation in itertools.product(LENGTHS, KERNELS, STRIDES, DILATIONS):
       for pad in paddings(mode, kernel, dilation):
@@ -46,16 +47,22 @@ def configurations():
         yield mode, (companion, swept), 1, 1
         yield mode, (companion, swept), 2, 2
         yield mode, (swept, swept), 1, 1
+        for output_padding in range(1 if mode == "pad" else max(stride, dilation), max(stride, dilation)):
+          yield mode, (swept, companion), 1, 1, (output_padding, 0), "NHWC"
+          yield mode, (companion, swept), 2, 2, (0, output_padding), "NHWC"
 
 
-def run(mode, dims, channels, group):
+def run(mode, dims, channels, group, output_padding=(0, 0), data_format="NCHW"):
   (lengths, kernels, strides, dilations, pads) = zip(*dims)
   padding = tuple(p for pair in pads for p in pair) if mode == "pad" else 0
   x = jnp.ones((1, channels, *lengths))
+  if data_format == "NHWC":
+    x = jnp.moveaxis(x, 1, -1)
   w = jnp.ones((channels, channels // group, *kernels))
 
   def loss(x, w):
-    y = ct.conv2d_transpose(x, w, None, strides, mode, padding, dilations, group)
+    y = ct.conv2d_transpose(x, w, None, strides, mode, padding, dilations, group, output_padding=output_padding,
+                            data_format=data_format)
     return jnp.sum(y * y), y
 
   try:
