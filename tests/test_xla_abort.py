@@ -26,6 +26,8 @@ KNOWN_AFFECTED_JAXLIB = {"0.10.2", "0.11.2"}
 WEIGHT_GRADIENT_CASE = ("pad", ((3, 4, 2, 1, (3, 3)), (1, 4, 1, 1, (1, 0))), 1, 1)
 # Unguarded, this one aborts in the forward pass: k == s == 2, padding 1 leaves the dilated conv unpadded.
 FORWARD_CASE = ("pad", ((3, 2, 2, 1, (1, 1)), (1, 4, 1, 1, (1, 0))), 1, 1)
+# Unguarded, this one aborts too: output_padding 1 with padding (1, 2) leaves k == s == 2 unpadded, channels-last.
+OUTPUT_PADDING_CASE = ("pad", ((3, 2, 2, 1, (1, 2)), (1, 4, 1, 1, (1, 0))), 1, 1, (1, 0), "NHWC")
 
 
 def run_python(*args: str) -> subprocess.CompletedProcess:
@@ -53,7 +55,8 @@ def test_small_configurations_never_abort(chunk):
   assert result.stdout.splitlines()[-1].startswith("done "), describe(result)
 
 
-@pytest.mark.parametrize("config", [FORWARD_CASE, WEIGHT_GRADIENT_CASE], ids=["forward", "weight-gradient"])
+@pytest.mark.parametrize("config", [FORWARD_CASE, WEIGHT_GRADIENT_CASE, OUTPUT_PADDING_CASE],
+                         ids=["forward", "weight-gradient", "output-padding-channels-last"])
 def test_the_guard_is_what_prevents_the_abort(config):
   guarded = run_python(str(PROBE), "--config", repr(config))
   assert guarded.returncode == 0, describe(guarded)

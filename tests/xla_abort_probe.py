@@ -38,16 +38,23 @@ def paddings(mode, kernel, dilation):
 
 def configurations():
   """``(pad_mode, ((L, k, s, d, pad) per dimension), channels, group[, output_padding, data_format])``, every
-  small case, in order; ``output_padding`` (which moves the high padding) is swept channels-last."""
+  small case, in order. ``output_padding`` moves the high padding, so it is swept with the paddings above plus
+  ``(dk - 1, dk - 1 + output_padding)``, which leaves the lhs-dilated convolution unpadded, channels-last."""
   for mode in ("same", "valid", "pad"):
+    companion = COMPANIONS[mode]
     for length, kernel, stride, dilation in itertools.product(LENGTHS, KERNELS, STRIDES, DILATIONS):
       for pad in paddings(mode, kernel, dilation):
-        swept, companion = (length, kernel, stride, dilation, pad), COMPANIONS[mode]
+        swept = (length, kernel, stride, dilation, pad)
         yield mode, (swept, companion), 1, 1
         yield mode, (companion, swept), 1, 1
         yield mode, (companion, swept), 2, 2
         yield mode, (swept, swept), 1, 1
-        for output_padding in range(1 if mode == "pad" else max(stride, dilation), max(stride, dilation)):
+      if mode != "pad":
+        continue
+      edge = dilation * (kernel - 1)
+      for output_padding in range(1, max(stride, dilation)):
+        for pad in sorted({*paddings(mode, kernel, dilation), (edge, edge + output_padding)}):
+          swept = (length, kernel, stride, dilation, pad)
           yield mode, (swept, companion), 1, 1, (output_padding, 0), "NHWC"
           yield mode, (companion, swept), 2, 2, (0, output_padding), "NHWC"
 
