@@ -150,6 +150,16 @@ def is_channels_last(data_format: Any, n: int) -> bool:
   return data_format == allowed[1]
 
 
+ALGORITHMS = ("auto", "dilated", "phase")
+
+
+def checked_algorithm(value: Any) -> str:
+  """``value`` if it names an algorithm of `convtranspose.conv_transpose` (ValueError otherwise)."""
+  if not isinstance(value, str) or value not in ALGORITHMS:
+    raise ValueError(f"`algorithm` must be one of {list(ALGORITHMS)}, but got {value!r}.")
+  return value
+
+
 def channels_and_group(in_channels: Any, out_channels: Any, group: Any) -> None:
   """Checks ``in_channels``, ``out_channels`` and ``group`` are ints >= 1 and ``group`` divides both."""
   positive_int(in_channels, "in_channels")

@@ -16,6 +16,7 @@ arithmetic for deep learning" (arXiv:1603.07285), with asymmetric padding; with 
 """
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 PAD_MODES = ("same", "valid", "pad")
 
@@ -97,3 +98,52 @@ def output_shape(input_shape: Sequence[int], kernel_size: Sequence[int], stride:
           "Reduce the padding or enlarge the input.")
     shape.append(out)
   return tuple(shape)
+
+
+class PhasePlan(NamedTuple):
+  """One spatial dimension of the sub-pixel (phase) decomposition; see `phase_plan`."""
+
+  taps: tuple[tuple[int, int], ...]
+  kernel_size: int
+  padding: tuple[int, int]
+  length: int
+  crop: int
+
+
+def phase_plan(input_length: int, kernel_size: int, stride: int, dilation: int, padding: tuple[int, int],
+               out_length: int) -> PhasePlan:
+  """How one spatial dimension splits into ``stride`` stride-1 convolutions of the undilated input.
+
+  Kernel tap ``j`` sits at ``j * d = m_j * s + r_j`` in the uncropped output, ``m_j = j * d // s``,
+  ``r_j = j * d % s``, so input ``i`` reaches position ``t = (i + m_j) * s + r_j``: phase ``r`` of the output
+  (positions ``t = q * s + r``) is the stride-1 correlation ``y_r[q] = sum_{j: r_j = r} x[q - m_j] w[j]``. All
+  phases share one kernel of ``K = m_max + 1 = (dk - 1) // s + 1`` positions, tap ``j`` at position
+  ``m_max - m_j`` of phase ``r_j`` (positions a phase has no tap at hold zeros). Output row ``o`` is
+  uncropped position ``o + lo``, so the phases are computed for ``q`` in ``[q0, q0 + Q)``,
+  ``q0 = lo // s``, ``Q = ceil((lo + out) / s) - q0``: a correlation of the input padded by
+  ``(m_max - q0, Q - L + q0)`` (negative values crop). Interleaved, they cover ``[q0 * s, (q0 + Q) * s)``,
+  from which the output starts at ``lo - q0 * s``.
+
+  Args:
+    input_length: ``L``.
+    kernel_size: ``k``.
+    stride: ``s``.
+    dilation: ``d``.
+    padding: the forward padding ``(lo, hi)`` from `forward_padding` (``lo >= 0``).
+    out_length: the output length from `output_length`.
+
+  Returns:
+    A `PhasePlan`: ``taps[j] = (r_j, m_max - m_j)``, ``kernel_size = K``, the input ``padding``, the
+    per-phase ``length = Q`` and ``crop``, the output's start in the interleaved phases.
+  """
+  offsets = [j * dilation // stride for j in range(kernel_size)]
+  last = offsets[-1]
+  first_phase_row = padding[0] // stride
+  length = -(-(padding[0] + out_length) // stride) - first_phase_row
+  return PhasePlan(
+      taps=tuple((j * dilation % stride, last - m) for j, m in enumerate(offsets)),
+      kernel_size=last + 1,
+      padding=(last - first_phase_row, length - input_length + first_phase_row),
+      length=length,
+      crop=padding[0] - first_phase_row * stride,
+  )

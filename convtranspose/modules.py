@@ -38,6 +38,7 @@ class _ConvTranspose(nn.Module):
     dtype: computation dtype; None promotes the input and the parameters (as Flax's layers do).
     param_dtype: parameter dtype. Default float32.
     precision: passed to `jax.lax.conv_general_dilated`.
+    algorithm: ``'auto'`` (default), ``'dilated'`` or ``'phase'``; see `convtranspose.conv_transpose`.
 
   Every argument is checked at construction, raising MindSpore's exception types. The input may lack the
   batch axis (one unbatched example); the output then lacks it too.
@@ -68,7 +69,7 @@ class _ConvTranspose(nn.Module):
     weight = self.param("weight", weight_init, weight_shape, self.param_dtype)
     bias = self.param("bias", bias_init, (self.out_channels,), self.param_dtype) if self.has_bias else None
     x, weight, bias = promote_dtype(x, weight, bias, dtype=self.dtype)
-    return _conv_transpose(x, weight, bias, geometry, self.precision)
+    return _conv_transpose(x, weight, bias, geometry, self.precision, self.algorithm)
 
 
 def _canonical(
@@ -85,6 +86,7 @@ def _canonical(
   _arguments.channels_and_group(layer.in_channels, layer.out_channels, layer.group)
   geometry = _arguments.geometry(layer.num_spatial_dims, layer.kernel_size, layer.stride, layer.pad_mode,
                                  layer.padding, layer.dilation, layer.group, layer.output_padding, layer.data_format)
+  _arguments.checked_algorithm(layer.algorithm)
   if not isinstance(layer.has_bias, bool):
     raise TypeError(f"`has_bias` must be a bool, but got {layer.has_bias!r} of type {type(layer.has_bias).__name__}.")
   weight_shape = (layer.in_channels, layer.out_channels // layer.group, *geometry.kernel_size)
@@ -109,6 +111,7 @@ class _BiasThenOutputPadding(_ConvTranspose):
   dtype: Any = None
   param_dtype: Any = jnp.float32
   precision: lax.PrecisionLike = None
+  algorithm: str = "auto"
 
 
 class Conv1dTranspose(_BiasThenOutputPadding):
@@ -191,5 +194,6 @@ class Conv3dTranspose(_ConvTranspose):
   dtype: Any = None
   param_dtype: Any = jnp.float32
   precision: lax.PrecisionLike = None
+  algorithm: str = "auto"
 
   num_spatial_dims: ClassVar[int] = 3

@@ -144,6 +144,9 @@ def random_operands(layer, seed, batch=2):
   return x, weight, z
 
 
+ALGORITHMS = ("dilated", "phase")
+
+
 def apply(layer, x, weight, bias=None, **kwargs):
   return ct.conv_transpose(x, weight, bias, layer["stride"], layer["pad_mode"], layer["padding"], layer["dilation"],
                            layer["group"], output_padding=layer["output_padding"], precision=lax.Precision.HIGHEST,
@@ -151,32 +154,32 @@ def apply(layer, x, weight, bias=None, **kwargs):
 
 
 @settings(deadline=None, max_examples=40)
-@given(layer=layers(), seed=st.integers(0, 2**16))
-def test_adjoint_identity(layer, seed):
+@given(layer=layers(), seed=st.integers(0, 2**16), algorithm=st.sampled_from(ALGORITHMS))
+def test_adjoint_identity(layer, seed, algorithm):
   """<conv(z, W), x> == <z, conv_transpose(x, W)> for every rank, mode, group and output_padding."""
   x, weight, z = random_operands(layer, seed)
   conv_z = layer_forward(layer, z, weight)
   assert conv_z.shape == x.shape
   lhs = jnp.vdot(conv_z, x)
-  rhs = jnp.vdot(z, apply(layer, x, weight))
+  rhs = jnp.vdot(z, apply(layer, x, weight, algorithm=algorithm))
   np.testing.assert_allclose(lhs, rhs, rtol=1e-4, atol=1e-4 * float(jnp.linalg.norm(x) * jnp.linalg.norm(z)))
 
 
 @settings(deadline=None, max_examples=40)
-@given(layer=layers(), seed=st.integers(0, 2**16))
-def test_equals_vjp_of_forward_conv(layer, seed):
+@given(layer=layers(), seed=st.integers(0, 2**16), algorithm=st.sampled_from(ALGORITHMS))
+def test_equals_vjp_of_forward_conv(layer, seed, algorithm):
   x, weight, z = random_operands(layer, seed)
   _, vjp = jax.vjp(lambda z: layer_forward(layer, z, weight), z)
   (expected,) = vjp(x)
-  assert_close(apply(layer, x, weight), expected)
+  assert_close(apply(layer, x, weight, algorithm=algorithm), expected)
 
 
 @settings(deadline=None, max_examples=25)
-@given(layer=layers(max_rank=2), seed=st.integers(0, 2**16))
-def test_gradients_are_those_of_the_adjoint(layer, seed):
+@given(layer=layers(max_rank=2), seed=st.integers(0, 2**16), algorithm=st.sampled_from(ALGORITHMS))
+def test_gradients_are_those_of_the_adjoint(layer, seed, algorithm):
   """d/dx and d/dW of <z, conv_transpose(x, W)> equal those of <conv(z, W), x>, computed by JAX's own rules."""
   x, weight, z = random_operands(layer, seed)
-  ours = jax.grad(lambda x, w: jnp.vdot(z, apply(layer, x, w)), argnums=(0, 1))(x, weight)
+  ours = jax.grad(lambda x, w: jnp.vdot(z, apply(layer, x, w, algorithm=algorithm)), argnums=(0, 1))(x, weight)
   theirs = jax.grad(lambda x, w: jnp.vdot(layer_forward(layer, z, w), x), argnums=(0, 1))(x, weight)
   for a, b in zip(ours, theirs):
     assert_close(a, b)
@@ -204,17 +207,18 @@ def torch_reference(layer, x, weight, bias):
 
 
 @settings(deadline=None, max_examples=35)
-@given(layer=layers(), seed=st.integers(0, 2**16), has_bias=st.booleans())
-def test_pad_mode_matches_pytorch(layer, seed, has_bias):
+@given(layer=layers(), seed=st.integers(0, 2**16), has_bias=st.booleans(), algorithm=st.sampled_from(ALGORITHMS))
+def test_pad_mode_matches_pytorch(layer, seed, has_bias, algorithm):
   if layer["pad_mode"] != "pad":
     layer = dict(layer, pad_mode="pad", padding=(0,) * (2 * layer["n"]), output_padding=0)
     layer["out"] = ct.conv_transpose_output_shape(layer["lengths"], layer["kernel"], layer["stride"], "pad", 0,
                                                   layer["dilation"])
   x, weight, _ = random_operands(layer, seed)
   bias = jax.random.normal(jax.random.key(seed + 1), (layer["out_channels"],)) if has_bias else None
-  assert_close(apply(layer, x, weight, bias), torch_reference(layer, x, weight, bias))
+  assert_close(apply(layer, x, weight, bias, algorithm=algorithm), torch_reference(layer, x, weight, bias))
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("n", [1, 2, 3])
 @pytest.mark.parametrize(
     "kernel, stride, dilation, group, padding, output_padding",
@@ -226,14 +230,14 @@ def test_pad_mode_matches_pytorch(layer, seed, has_bias):
         (5, 2, 2, 1, 3, 0),
     ],
 )
-def test_grid_matches_pytorch(n, kernel, stride, dilation, group, padding, output_padding):
+def test_grid_matches_pytorch(n, kernel, stride, dilation, group, padding, output_padding, algorithm):
   """A fixed grid, so every rank meets dilation, groups and output_padding whatever hypothesis draws."""
   layer = dict(n=n, group=group, in_channels=6, out_channels=6, kernel=(kernel,) * n, stride=(stride,) * n,
                dilation=(dilation,) * n, pad_mode="pad", padding=(padding,) * (2 * n),
                output_padding=output_padding, lengths=(4,) * n)
   x, weight, _ = random_operands(dict(layer, out=(1,) * n), seed=kernel * 10 + n)
   bias = jnp.linspace(-1.0, 1.0, 6)
-  assert_close(apply(layer, x, weight, bias), torch_reference(layer, x, weight, bias))
+  assert_close(apply(layer, x, weight, bias, algorithm=algorithm), torch_reference(layer, x, weight, bias))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -256,26 +260,28 @@ CHANNELS_FIRST = {1: "NCL", 2: "NCHW", 3: "NCDHW"}
 
 
 @settings(deadline=None, max_examples=20)
-@given(layer=layers(), seed=st.integers(0, 2**16), has_bias=st.booleans())
-def test_every_layout_equals_channels_first(layer, seed, has_bias):
+@given(layer=layers(), seed=st.integers(0, 2**16), has_bias=st.booleans(), algorithm=st.sampled_from(ALGORITHMS))
+def test_every_layout_equals_channels_first(layer, seed, has_bias, algorithm):
   x, weight, _ = random_operands(layer, seed)
   bias = jax.random.normal(jax.random.key(seed + 1), (layer["out_channels"],)) if has_bias else None
   n = layer["n"]
-  expected = apply(layer, x, weight, bias)
-  np.testing.assert_array_equal(apply(layer, x, weight, bias, data_format=CHANNELS_FIRST[n]), expected)
-  channels_last = apply(layer, jnp.moveaxis(x, 1, -1), weight, bias, data_format=CHANNELS_LAST[n])
+  expected = apply(layer, x, weight, bias, algorithm=algorithm)
+  np.testing.assert_array_equal(apply(layer, x, weight, bias, data_format=CHANNELS_FIRST[n], algorithm=algorithm),
+                                expected)
+  channels_last = apply(layer, jnp.moveaxis(x, 1, -1), weight, bias, data_format=CHANNELS_LAST[n],
+                        algorithm=algorithm)
   assert_close(jnp.moveaxis(channels_last, -1, 1), expected)
 
 
 @settings(deadline=None, max_examples=15)
-@given(layer=layers(), seed=st.integers(0, 2**16), channels_last=st.booleans())
-def test_unbatched_input_is_one_example_of_a_batch(layer, seed, channels_last):
+@given(layer=layers(), seed=st.integers(0, 2**16), channels_last=st.booleans(), algorithm=st.sampled_from(ALGORITHMS))
+def test_unbatched_input_is_one_example_of_a_batch(layer, seed, channels_last, algorithm):
   x, weight, _ = random_operands(layer, seed, batch=1)
   data_format = CHANNELS_LAST[layer["n"]] if channels_last else None
   if channels_last:
     x = jnp.moveaxis(x, 1, -1)
-  batched = apply(layer, x, weight, data_format=data_format)
-  np.testing.assert_array_equal(apply(layer, x[0], weight, data_format=data_format), batched[0])
+  batched = apply(layer, x, weight, data_format=data_format, algorithm=algorithm)
+  np.testing.assert_array_equal(apply(layer, x[0], weight, data_format=data_format, algorithm=algorithm), batched[0])
 
 
 def test_unbatched_under_jit_grad_and_vmap():
@@ -435,3 +441,38 @@ def test_output_padding_may_reach_the_dilation():
 def test_channels_last_wrong_channel_count_names_the_axis():
   with pytest.raises(ValueError, match=r"`x` has 4 channels \(axis 3 of the batched shape \(1, 5, 5, 4\)\)"):
     ct.conv2d_transpose(jnp.ones((5, 5, 4)), jnp.ones((3, 2, 2, 2)), data_format="NHWC")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Algorithm selection.
+
+
+def _lhs_dilation_in(jaxpr) -> bool:
+  return "lhs_dilation=(2, 2)" in str(jaxpr)
+
+
+def test_auto_picks_the_phase_decomposition_for_strides_on_cpu():
+  x, weight = jnp.ones((1, 2, 4, 4)), jnp.ones((2, 3, 4, 4))
+  strided = jax.make_jaxpr(functools.partial(ct.conv2d_transpose, stride=2, pad_mode="pad", padding=1))(x, weight)
+  dilated = jax.make_jaxpr(functools.partial(ct.conv2d_transpose, stride=2, pad_mode="pad", padding=1,
+                                             algorithm="dilated"))(x, weight)
+  assert jax.default_backend() == "cpu"
+  assert not _lhs_dilation_in(strided) and _lhs_dilation_in(dilated)
+
+
+def test_phase_gradients_equal_dilated_gradients_in_a_module():
+  x = jax.random.normal(jax.random.key(0), (2, 4, 5, 5))
+  layers = [ct.Conv2dTranspose(4, 6, 3, 2, "pad", (1, 0, 2, 1), (1, 2), 2, True, "he_normal", "uniform", (1, 1),
+                               algorithm=algorithm) for algorithm in ALGORITHMS]
+  variables = layers[0].init(jax.random.key(1), x)
+  grads = [jax.grad(lambda v, x, layer=layer: jnp.sum(jnp.sin(layer.apply(v, x))), argnums=(0, 1))(variables, x)
+           for layer in layers]
+  jax.tree.map(assert_close, grads[1], grads[0])
+
+
+@pytest.mark.parametrize("algorithm", ["Phase", "fft", None])
+def test_unknown_algorithm(algorithm):
+  with pytest.raises(ValueError, match=r"`algorithm` must be one of \['auto', 'dilated', 'phase'\]"):
+    ct.conv2d_transpose(jnp.ones((1, 1, 2, 2)), jnp.ones((1, 1, 2, 2)), algorithm=algorithm)
+  with pytest.raises(ValueError, match=r"`algorithm` must be one of"):
+    ct.Conv2dTranspose(1, 1, 2, algorithm=algorithm)

@@ -34,11 +34,16 @@ def test_fixtures_cover_the_issue_ranges():
   assert str(ARRAYS["mindspore_version"]).startswith("2.")
 
 
+ALGORITHMS = ("dilated", "phase")
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("i", CASES)
-def test_function_matches_mindspore(i):
+def test_function_matches_mindspore(i, algorithm):
   config, x, weight, bias, expected = _case(i)
   fn = jax.jit(functools.partial(ct.conv2d_transpose, stride=config["stride"], pad_mode=config["pad_mode"],
-                                 padding=config["padding"], dilation=config["dilation"], group=config["group"]))
+                                 padding=config["padding"], dilation=config["dilation"], group=config["group"],
+                                 algorithm=algorithm))
   assert_close(fn(x, weight, bias), expected)
 
 
@@ -114,12 +119,13 @@ def test_family_fixtures_cover_the_arguments():
   assert any(len(set(c["padding"])) > 1 for c in configs_3d if c["pad_mode"] == "pad")  # asymmetric
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("n, i", FAMILY_CASES)
-def test_family_function_matches_mindspore(n, i):
+def test_family_function_matches_mindspore(n, i, algorithm):
   config, x, weight, bias, expected = _family_case(n, i)
   fn = jax.jit(functools.partial(ct.conv_transpose, stride=config["stride"], pad_mode=config["pad_mode"],
                                  padding=config["padding"], dilation=config["dilation"], group=config["group"],
-                                 output_padding=config.get("output_padding", 0)))
+                                 output_padding=config.get("output_padding", 0), algorithm=algorithm))
   assert_close(fn(x, weight, bias), expected)
 
 

@@ -65,5 +65,24 @@ def test_output_shape_with_output_padding(input_shape, kernel, stride, padding, 
                                         output_padding=output_padding) == expected
 
 
+@pytest.mark.parametrize(
+    "length, kernel, stride, dilation, padding, out, expected",
+    [
+        # k4 s2 p1: taps at 0..3 -> (m, r) = (0, 0), (0, 1), (1, 0), (1, 1); two phases of K = 2 positions;
+        # q0 = 1 // 2 = 0, Q = ceil((1 + 6) / 2) = 4, input padded (1, 4 - 3) = (1, 1), output from row 1.
+        (3, 4, 2, 1, (1, 1), 6, (((0, 1), (1, 1), (0, 0), (1, 0)), 2, (1, 1), 4, 1)),
+        # k3 s2 valid: phase 0 has taps 0 and 2, phase 1 tap 1 only (its other position holds a zero).
+        (2, 3, 2, 1, (0, 0), 5, (((0, 1), (1, 1), (0, 0)), 2, (1, 1), 3, 0)),
+        # stride 1, dilation 3: one phase, K = dk = 4, taps at its ends; output_padding 2 as hi = -2.
+        (2, 2, 1, 3, (0, -2), 7, (((0, 3), (0, 0)), 4, (3, 5), 7, 0)),
+        # dilation 2 shares the factor 2 with the stride: every tap in phase 0, phase 1 all zeros;
+        # lo = 4 skips q0 = 2 phase rows, so the input is not padded at all.
+        (5, 3, 2, 2, (4, 0), 5, (((0, 2), (0, 1), (0, 0)), 3, (0, 0), 3, 0)),
+    ],
+)
+def test_phase_plan(length, kernel, stride, dilation, padding, out, expected):
+  assert tuple(_shapes.phase_plan(length, kernel, stride, dilation, padding, out)) == expected
+
+
 def test_lhs_dilated_padding_crops_when_padding_exceeds_the_kernel():
   assert _shapes.lhs_dilated_padding(3, 1, (4, 0)) == (-2, 2)

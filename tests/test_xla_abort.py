@@ -98,3 +98,11 @@ def test_issue_reproducers_compute_what_pytorch_computes(name, tmp_path):
   expected = full[:, :, top:full.shape[2] - bottom, left:full.shape[3] - right]  # PyTorch pads symmetrically only
   np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-5)
   assert expected.shape == ct.conv2d_transpose(x, weight, None, case["stride"], "pad", case["padding"]).shape
+
+
+@pytest.mark.parametrize("config", [FORWARD_CASE, WEIGHT_GRADIENT_CASE, OUTPUT_PADDING_CASE],
+                         ids=["forward", "weight-gradient", "output-padding-channels-last"])
+def test_the_phase_algorithm_needs_no_guard(config):
+  """The phase decomposition convolves the undilated input: the pattern needs base dilation, so never matches."""
+  result = run_python(str(PROBE), "--config", repr(config), "--unguarded", "--phase")
+  assert result.returncode == 0, describe(result)

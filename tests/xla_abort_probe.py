@@ -1,13 +1,14 @@
 """Runs transposed convolutions that could hit XLA's operand-swap CHECK failure; meant for a subprocess.
 
-Usage: ``python tests/xla_abort_probe.py CHUNK NUM_CHUNKS [--unguarded]`` for a share of the sweep, or
-``python tests/xla_abort_probe.py --config "REPR" [--unguarded]`` for one configuration.
+Usage: ``python tests/xla_abort_probe.py CHUNK NUM_CHUNKS [--unguarded] [--phase]`` for a share of the sweep,
+or ``python tests/xla_abort_probe.py --config "REPR" [--unguarded] [--phase]`` for one configuration.
 
 For every configuration of its chunk it prints one ``config`` line *before* compiling, then compiles and
 runs, in one jitted function, the forward pass and the gradients with respect to the input and the weight.
 The last line is ``done N`` when every configuration ran. If XLA aborts, the process dies with SIGABRT and
 the last ``config`` line names the culprit. ``--unguarded`` removes the package's guard (to show the abort
-is real on this jaxlib).
+is real on this jaxlib). The lhs-dilated algorithm is the one at risk and the one probed; ``--phase`` runs
+the phase decomposition instead (no lhs dilation, so XLA's pattern cannot match).
 """
 
 import ast
@@ -59,7 +60,7 @@ def configurations():
           yield mode, (companion, swept), 2, 2, (0, output_padding), "NHWC"
 
 
-def run(mode, dims, channels, group, output_padding=(0, 0), data_format="NCHW"):
+def run(mode, dims, channels, group, output_padding=(0, 0), data_format="NCHW", algorithm="dilated"):
   (lengths, kernels, strides, dilations, pads) = zip(*dims)
   padding = tuple(p for pair in pads for p in pair) if mode == "pad" else 0
   x = jnp.ones((1, channels, *lengths))
@@ -69,7 +70,7 @@ def run(mode, dims, channels, group, output_padding=(0, 0), data_format="NCHW"):
 
   def loss(x, w):
     y = ct.conv2d_transpose(x, w, None, strides, mode, padding, dilations, group, output_padding=output_padding,
-                            data_format=data_format)
+                            data_format=data_format, algorithm=algorithm)
     return jnp.sum(y * y), y
 
   try:
@@ -80,9 +81,10 @@ def run(mode, dims, channels, group, output_padding=(0, 0), data_format="NCHW"):
 
 
 def main():
-  args = [a for a in sys.argv[1:] if a != "--unguarded"]
-  if len(args) != len(sys.argv) - 1:
+  args = [a for a in sys.argv[1:] if a not in ("--unguarded", "--phase")]
+  if "--unguarded" in sys.argv:
     functional._operand_swap_guard = lambda *args: 0
+  algorithm = "phase" if "--phase" in sys.argv else "dilated"
   if args[0] == "--config":
     chosen = [ast.literal_eval(args[1])]
   else:
@@ -91,7 +93,7 @@ def main():
   count = 0
   for config in chosen:
     print("config", config, flush=True)
-    run(*config)
+    run(*config, algorithm=algorithm)
     count += 1
   print("done", count, flush=True)
 

@@ -1,0 +1,196 @@
+"""Side-by-side timings: convtranspose against Flax, ``jax.lax.conv_transpose`` and PyTorch, in one process.
+
+Usage::
+
+    python benchmarks/bench.py                     # every layer, fp32 and bf16, forward and training step
+    python benchmarks/bench.py --quick             # three layers, fp32: a smoke run (about a minute)
+    python benchmarks/bench.py --out benchmarks/results/cpu.json
+
+Every implementation computes the same layer (MindSpore's ``pad_mode='pad'`` with ``padding``; the peers get
+the equivalent padding), jitted where it is JAX. "forward" times the layer alone; "train" times a jitted
+step that returns the gradients of ``sum(y**2)`` with respect to the input and the weight. Each is warmed
+up, then timed over back-to-back calls; the median is reported, with its ratio to the best peer.
+
+Implementations: ``ours NCHW`` (MindSpore's layout, ``algorithm='auto'``), ``ours NHWC``, ``ours dilated``
+(the lhs-dilated reference, NCHW), ``flax`` (``nn.ConvTranspose``, NHWC), ``lax`` (``jax.lax.conv_transpose``,
+NHWC, ``transpose_kernel=True``), ``torch`` (channels-first) and ``torch CL`` (channels-last memory format).
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+import convtranspose as ct
+
+# name: (batch, C_in, C_out, spatial input, kernel, stride, padding); MindSpore 'pad' mode, group 1.
+LAYERS = {
+    "DCGAN 32x256->128 8x8 k4 s2": (32, 256, 128, (8, 8), 4, 2, 1),
+    "DCGAN 8x64->32 32x32 k4 s2": (8, 64, 32, (32, 32), 4, 2, 1),
+    "StyleGAN-like 4x128->128 32x32 k3 s2": (4, 128, 128, (32, 32), 3, 2, 1),
+    "U-Net 8x128->64 32x32 k2 s2": (8, 128, 64, (32, 32), 2, 2, 0),
+    "FCN 4x21->21 16x16 k4 s2": (4, 21, 21, (16, 16), 4, 2, 1),
+    "VAE 16x64->64 16x16 k4 s2": (16, 64, 64, (16, 16), 4, 2, 1),
+    "stride 1 8x64->64 16x16 k3": (8, 64, 64, (16, 16), 3, 1, 1),
+    "audio 1-D 4x128->64 L256 k16 s8": (4, 128, 64, (256,), 16, 8, 4),
+    "audio 1-D 8x64->32 L1024 k8 s4": (8, 64, 32, (1024,), 8, 4, 2),
+    "medical 3-D 2x32->16 8^3 k4 s2": (2, 32, 16, (8, 8, 8), 4, 2, 1),
+}
+QUICK = ("DCGAN 8x64->32 32x32 k4 s2", "U-Net 8x128->64 32x32 k2 s2", "audio 1-D 4x128->64 L256 k16 s8")
+PEERS = ("flax", "lax", "torch", "torch CL")
+TORCH_TRANSPOSED = {1: torch.nn.functional.conv_transpose1d, 2: torch.nn.functional.conv_transpose2d,
+                    3: torch.nn.functional.conv_transpose3d}
+
+
+def median_ms(fn, repeats: int) -> float:
+  """Median wall time of ``fn()`` after two warm-up calls (compilation, caches), in milliseconds."""
+  fn()
+  fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return 1e3 * statistics.median(times)
+
+
+def jax_runner(fn, *args):
+  """``(forward, train)``: zero-argument callables running the jitted layer and its gradient step."""
+  forward = jax.jit(fn)
+  train = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.square(fn(x, w).astype(jnp.float32))), argnums=(0, 1)))
+  return (lambda: jax.block_until_ready(forward(*args))), (lambda: jax.block_until_ready(train(*args)))
+
+
+def torch_runner(x: np.ndarray, weight: np.ndarray, stride: int, padding: int, dtype, channels_last: bool):
+  n = x.ndim - 2
+  x_t = torch.tensor(x, dtype=dtype)
+  w_t = torch.tensor(weight, dtype=dtype)
+  if channels_last:
+    memory_format = {1: torch.contiguous_format, 2: torch.channels_last, 3: torch.channels_last_3d}[n]
+    x_t, w_t = x_t.contiguous(memory_format=memory_format), w_t.contiguous(memory_format=memory_format)
+  layer = TORCH_TRANSPOSED[n]
+
+  def forward():
+    with torch.no_grad():
+      layer(x_t, w_t, None, stride, padding)
+
+  x_g, w_g = x_t.clone().requires_grad_(), w_t.clone().requires_grad_()
+
+  def train():
+    x_g.grad = w_g.grad = None
+    torch.sum(layer(x_g, w_g, None, stride, padding).float() ** 2).backward()
+
+  return forward, train
+
+
+def runners(layer: tuple, dtype_name: str) -> dict:
+  batch, c_in, c_out, spatial, k, s, p = layer
+  n = len(spatial)
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((batch, c_in, *spatial)).astype(np.float32)
+  weight = (rng.standard_normal((c_in, c_out, *(k,) * n)) / math.sqrt(c_in * k**n)).astype(np.float32)
+  dtype = jnp.bfloat16 if dtype_name == "bf16" else jnp.float32
+  x_j, w_j = jnp.asarray(x, dtype), jnp.asarray(weight, dtype)
+  x_last = jnp.moveaxis(x_j, 1, -1)
+  channels_last = {1: "NLC", 2: "NHWC", 3: "NDHWC"}[n]
+  # The peers' padding of the lhs-dilated convolution, and their kernel layout (*k, C_out, C_in) with
+  # transpose_kernel=True (which flips and swaps, as our weight needs).
+  peer_padding = [(k - 1 - p, k - 1 - p)] * n
+  kernel = jnp.asarray(np.moveaxis(weight, (0, 1), (-1, -2)), dtype)
+  spec = "N" + "DHW"[-n:] + "C"
+  flax_layer = nn.ConvTranspose(c_out, (k,) * n, strides=(s,) * n, padding=peer_padding, use_bias=False,
+                                transpose_kernel=True, dtype=dtype, param_dtype=dtype)
+  return {
+      "ours NCHW": jax_runner(lambda x, w: ct.conv_transpose(x, w, None, s, "pad", p), x_j, w_j),
+      "ours NHWC": jax_runner(lambda x, w: ct.conv_transpose(x, w, None, s, "pad", p, data_format=channels_last),
+                              x_last, w_j),
+      "ours dilated": jax_runner(lambda x, w: ct.conv_transpose(x, w, None, s, "pad", p, algorithm="dilated"),
+                                 x_j, w_j),
+      "flax": jax_runner(lambda x, w: flax_layer.apply({"params": {"kernel": w}}, x), x_last, kernel),
+      "lax": jax_runner(lambda x, w: jax.lax.conv_transpose(x, w, (s,) * n, peer_padding,
+                                                            dimension_numbers=(spec, "DHW"[-n:] + "IO", spec),
+                                                            transpose_kernel=True), x_last, kernel),
+      "torch": torch_runner(x, weight, s, p, torch.bfloat16 if dtype_name == "bf16" else torch.float32, False),
+      "torch CL": torch_runner(x, weight, s, p, torch.bfloat16 if dtype_name == "bf16" else torch.float32, True),
+  }
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--quick", action="store_true", help="three layers, fp32 only")
+  parser.add_argument("--dtypes", default="fp32,bf16")
+  parser.add_argument("--repeats", type=int, default=9, help="timed calls per measurement (median)")
+  parser.add_argument("--out", type=Path, help="JSON file to write (a PNG plot is written beside it)")
+  args = parser.parse_args()
+  names = QUICK if args.quick else tuple(LAYERS)
+  dtypes = ("fp32",) if args.quick else tuple(args.dtypes.split(","))
+  rows = []
+  for dtype_name in dtypes:
+    for name in names:
+      for phase_name, index in (("forward", 0), ("train", 1)):
+        timings = {impl: median_ms(run[index], args.repeats if index == 0 else max(3, args.repeats // 3))
+                   for impl, run in runners(LAYERS[name], dtype_name).items()}
+        best_peer = min(timings[peer] for peer in PEERS)
+        row = dict(layer=name, dtype=dtype_name, pass_=phase_name, ms=timings,
+                   ratio_to_best_peer={impl: t / best_peer for impl, t in timings.items()})
+        rows.append(row)
+        print(f"{dtype_name} {phase_name:7} {name:40} " +
+              "  ".join(f"{impl} {t:8.2f}" for impl, t in timings.items()) +
+              f"  | ours NCHW / best peer {row['ratio_to_best_peer']['ours NCHW']:.2f}x", flush=True)
+  summary = {}
+  for dtype_name in dtypes:
+    for phase_name in ("forward", "train"):
+      ratios = [r["ratio_to_best_peer"]["ours NCHW"] for r in rows if r["dtype"] == dtype_name and
+                r["pass_"] == phase_name]
+      summary[f"{dtype_name} {phase_name}"] = dict(geomean=math.exp(statistics.fmean(map(math.log, ratios))),
+                                                   worst=max(ratios))
+  for key, value in summary.items():
+    print(f"ours NCHW / best peer, {key}: geometric mean {value['geomean']:.2f}x, worst {value['worst']:.2f}x")
+  if args.out:
+    machine = dict(platform=platform.platform(), processor=platform.processor(), cpu_count=os.cpu_count(),
+                   jax=jax.__version__, flax=flax.__version__,
+                   torch=torch.__version__, backend=jax.default_backend(),
+                   device=str(jax.devices()[0].device_kind), torch_threads=torch.get_num_threads())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(dict(machine=machine, rows=rows, summary=summary), indent=1))
+    plot(rows, args.out.with_suffix(".png"), machine)
+
+
+def plot(rows: list, path: Path, machine: dict) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  groups = sorted({(r["dtype"], r["pass_"]) for r in rows})
+  fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 6), sharey=True, squeeze=False)
+  for ax, (dtype_name, phase_name) in zip(axes[0], groups):
+    selected = [r for r in rows if r["dtype"] == dtype_name and r["pass_"] == phase_name]
+    impls = list(selected[0]["ms"])
+    for i, impl in enumerate(impls):
+      ax.barh(np.arange(len(selected)) + i / (len(impls) + 1), [r["ratio_to_best_peer"][impl] for r in selected],
+              height=1 / (len(impls) + 1), label=impl)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yticks(np.arange(len(selected)) + 0.4, [r["layer"] for r in selected], fontsize=7)
+    ax.set_title(f"{dtype_name} {phase_name}: time / best peer")
+  axes[0][0].legend(fontsize=7)
+  fig.suptitle(f"{machine['device']} ({machine['backend']}), jax {machine['jax']}, torch {machine['torch']}")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
