@@ -84,7 +84,7 @@ def torch_runner(x: np.ndarray, weight: np.ndarray, stride: int, padding: int, d
 
   def forward():
     with torch.no_grad():
-      layer(x_t, w_t, None, stride, padding)
+      return layer(x_t, w_t, None, stride, padding)
 
   x_g, w_g = x_t.clone().requires_grad_(), w_t.clone().requires_grad_()
 
@@ -96,6 +96,8 @@ def torch_runner(x: np.ndarray, weight: np.ndarray, stride: int, padding: int, d
 
 
 def runners(layer: tuple, dtype_name: str) -> dict:
+  """``{implementation: (forward, train)}`` for one layer; ``forward()`` returns the output (NCHW for ours
+  and PyTorch, NHWC for ``ours NHWC``, Flax and lax), so that a test can check they all compute one layer."""
   batch, c_in, c_out, spatial, k, s, p = layer
   n = len(spatial)
   rng = np.random.default_rng(0)
