@@ -51,5 +51,6 @@ def test_there_is_a_notebook():
 def test_ruff_is_clean():
   ruff = shutil.which("ruff", path=str(pathlib.Path(sys.executable).parent)) or shutil.which("ruff")
   assert ruff, "ruff is in the test extra"
-  result = subprocess.run([ruff, "check", "convtranspose", "tests"], capture_output=True, text=True, cwd=ROOT)
+  result = subprocess.run([ruff, "check", "convtranspose", "tests", "benchmarks"], capture_output=True, text=True,
+                          cwd=ROOT)
   assert result.returncode == 0, result.stdout + result.stderr
