@@ -275,10 +275,12 @@ def _lhs_dilated(x: Array, weight: Array, geometry: _arguments.Geometry, out_spa
 def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry) -> str:
   """``algorithm``, with ``'auto'`` resolved for the default backend.
 
-  Measured on 2 CPU cores (XLA's Eigen convolutions; ``benchmarks/results/cpu.json``): with a stride above 1
-  the phase decomposition is faster in the forward pass on nearly every layer and 4-20x faster in the
-  training step, where the lhs-dilated weight gradient falls off XLA's fast path (e.g. 32x256->128 8x8 k4 s2:
-  562 ms vs 66 ms). At stride 1 there are no phases and no inserted zeros; the reference is as fast. On GPU
+  Measured on 2 CPU cores (XLA's Eigen convolutions; ``benchmarks/results/cpu-fp32.json`` and
+  ``cpu-bf16.json``): with a stride above 1 the phase decomposition takes 0.53x the reference's forward time
+  (geometric mean over ten layers; 0.01x-1.33x) and 0.12x its training step, where the lhs-dilated weight
+  gradient falls off XLA's fast path (32x256->128 8x8 k4 s2: 574 ms vs 61 ms). In bfloat16 its forward pass
+  is slower on several 2-D layers (up to 1.8x), but its training step is still 0.14x: one rule serves both.
+  At stride 1 there are no phases and no inserted zeros; the reference is as fast. On GPU
   the lhs-dilated form with the kernel reversed in-graph reaches cuDNN's backward-data kernel; that backend
   keeps the reference until the H100 measurements of the benchmark suite decide otherwise.
   """
@@ -295,7 +297,8 @@ def _phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: 
   The phase kernel ``(*K, C_in // G, G * prod(s) * C_out // G)`` is gathered from ``weight`` by one einsum
   with 0/1 tap-selection tensors (exact: each entry is one weight or zero; differentiable). The input is
   padded or cropped explicitly and convolved unpadded: folding the padding into the convolution put XLA's
-  CPU weight gradient on its slow path (measured 2,000 ms vs 66 ms on the 32x256->128 layer).
+  CPU weight gradient on its slow path (measured 2,000 ms vs 66 ms for the training step of the 32x256->128
+  8x8 layer).
   """
   n = weight.ndim - 2
   batched_lengths = x.shape[1:-1] if geometry.channels_last else x.shape[2:]
@@ -311,7 +314,7 @@ def _phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: 
     for j, (phase, position) in enumerate(plan.taps):
       selection[phase, position, j] = 1
     selections.append(jnp.asarray(selection, weight.dtype))
-  taps, phases, positions = "jkl"[:n], "rst"[:n], "uvw"[:n]
+  taps, phases, positions = "jklmnopq"[:n], "rstuvwxy"[:n], "ABCDEFGH"[:n]  # any rank up to 8
   gather = (f"gic{taps}," + ",".join(f"{phases[a]}{positions[a]}{taps[a]}" for a in range(n)) +
             f"->{positions}ig{phases}c")
   kernel = jnp.einsum(gather, weight.reshape(group, in_channels // group, out_per_group, *weight.shape[2:]),

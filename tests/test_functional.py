@@ -476,3 +476,13 @@ def test_unknown_algorithm(algorithm):
     ct.conv2d_transpose(jnp.ones((1, 1, 2, 2)), jnp.ones((1, 1, 2, 2)), algorithm=algorithm)
   with pytest.raises(ValueError, match=r"`algorithm` must be one of"):
     ct.Conv2dTranspose(1, 1, 2, algorithm=algorithm)
+
+
+def test_phase_in_four_spatial_dimensions():
+  """The N-d function is not limited to three spatial dimensions, in either algorithm."""
+  x = jax.random.normal(jax.random.key(0), (1, 2, 3, 2, 3, 2))
+  weight = jax.random.normal(jax.random.key(1), (2, 3, 2, 3, 2, 2))
+  results = [ct.conv_transpose(x, weight, None, (2, 1, 3, 2), "pad", (1, 0) * 4, output_padding=(1, 0, 2, 0),
+                               algorithm=algorithm, precision=lax.Precision.HIGHEST) for algorithm in ALGORITHMS]
+  assert results[0].shape == (1, 3, 6, 3, 9, 3)  # (L - 1) * s + k - lo - hi + output_padding per dimension
+  assert_close(results[1], results[0])
