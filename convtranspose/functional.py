@@ -191,7 +191,7 @@ def _check_rank(weight: Any, n: int) -> None:
 def _check_operands(x: Array, weight: Array, bias: Array | None, geometry: _arguments.Geometry) -> int:
   """Checks a batched ``x`` and ``bias`` against ``weight``; returns ``C_out``."""
   in_channels = weight.shape[0]
-  channel_axis = x.ndim - 1 if geometry.channels_last else 1
+  channel_axis = _data_axes(weight.ndim - 2, geometry.channels_last)[1]
   if x.shape[channel_axis] != in_channels:
     raise ValueError(f"`x` has {x.shape[channel_axis]} channels (axis {channel_axis} of the batched shape "
                      f"{x.shape}), but `weight` of shape {weight.shape} expects C_in = {in_channels}.")
@@ -201,6 +201,12 @@ def _check_operands(x: Array, weight: Array, bias: Array | None, geometry: _argu
   if bias is not None and bias.shape != (out_channels,):
     raise ValueError(f"`bias` must have shape (C_out,) = ({out_channels},), but got {bias.shape}.")
   return out_channels
+
+
+def _data_axes(n: int, channels_last: bool) -> tuple[int, ...]:
+  """The batch, channel and spatial axes of a batched input or output: ``(0, 1, 2, ..., n + 1)``, or
+  ``(0, n + 1, 1, ..., n)`` when ``channels_last`` (the order of a `jax.lax.ConvDimensionNumbers` spec)."""
+  return (0, n + 1, *range(1, n + 1)) if channels_last else tuple(range(n + 2))
 
 
 def _batch_shape(batch: int, channels: int, spatial: tuple[int, ...], channels_last: bool) -> tuple[int, ...]:
@@ -224,7 +230,7 @@ def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _argu
   out_channels = _check_operands(x, weight, bias, geometry)
   dtype = jnp.result_type(*(a for a in (x, weight, bias) if a is not None))
   x, weight = x.astype(dtype), weight.astype(dtype)
-  in_spatial = x.shape[1:-1] if geometry.channels_last else x.shape[2:]
+  in_spatial = tuple(x.shape[axis] for axis in _data_axes(n, geometry.channels_last)[2:])
   out_spatial = geometry.output_shape(in_spatial)
   out_shape = _batch_shape(x.shape[0], out_channels, out_spatial, geometry.channels_last)
 
@@ -252,8 +258,7 @@ def _lhs_dilated(x: Array, weight: Array, geometry: _arguments.Geometry, out_spa
   ]
   conv_padding = [(lo, hi + e) for (lo, hi), e in zip(conv_padding, extra)]
   spatial = tuple(range(2, n + 2))
-  # Batch, feature and spatial axes of x and y, named once for either layout.
-  data_spec = (0, n + 1, *range(1, n + 1)) if geometry.channels_last else (0, 1, *spatial)
+  data_spec = _data_axes(n, geometry.channels_last)
   y = lax.conv_general_dilated(
       x,
       lax.rev(_group_kernel(weight, geometry.group), spatial),
@@ -301,7 +306,7 @@ def _phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: 
   8x8 layer).
   """
   n = weight.ndim - 2
-  batched_lengths = x.shape[1:-1] if geometry.channels_last else x.shape[2:]
+  batched_lengths = [x.shape[axis] for axis in _data_axes(n, geometry.channels_last)[2:]]
   plans = [
       _shapes.phase_plan(length, k, s, d, pad, out)
       for length, k, s, d, pad, out in zip(batched_lengths, geometry.kernel_size, geometry.stride, geometry.dilation,
@@ -325,11 +330,11 @@ def _phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: 
   if not geometry.channels_last:
     x = jnp.moveaxis(x, 1, -1)
   x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((*plan.padding, 0) for plan in plans), (0, 0, 0)])
-  spatial = tuple(range(1, n + 1))
+  data_spec = _data_axes(n, channels_last=True)  # the phase convolution always runs channels-last
   y = lax.conv_general_dilated(
       x, kernel, window_strides=(1,) * n, padding=[(0, 0)] * n,
-      dimension_numbers=lax.ConvDimensionNumbers(lhs_spec=(0, n + 1, *spatial), rhs_spec=(n + 1, n, *range(n)),
-                                                 out_spec=(0, n + 1, *spatial)),
+      dimension_numbers=lax.ConvDimensionNumbers(lhs_spec=data_spec, rhs_spec=(n + 1, n, *range(n)),
+                                                 out_spec=data_spec),
       feature_group_count=group, precision=precision)
   # Depth-to-space: (N, *Q, G, *s, C // G) -> (N, Q_1, s_1, ..., Q_n, s_n, G, C // G) -> (N, *(Q * s), C).
   batch, lengths = y.shape[0], [plan.length for plan in plans]

@@ -423,8 +423,11 @@ def resolve(init: InitLike, name: str = "init") -> InitFn:
       raise ValueError(f"`{name}` {init!r} is not a known initializer; valid names (case-insensitive) are "
                        f"{', '.join(names())}.")
     cls = _REGISTRY[init.lower()]
-    if cls is Sparse:  # MindSpore: TypeError, a missing argument
-      raise TypeError(f"`{name}` {init!r} needs its `sparsity`: pass Sparse(sparsity=...) instead of the name.")
+    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+    if required:  # Sparse: MindSpore fails the same way, a TypeError for the missing argument
+      arguments = ", ".join(f"{r}=..." for r in required)
+      raise TypeError(f"`{name}` {init!r} needs its `{'`, `'.join(required)}`: pass {cls.__name__}({arguments}) "
+                      "instead of the name.")
     return cls()
   if isinstance(init, Initializer):
     return init

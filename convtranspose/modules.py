@@ -117,7 +117,8 @@ class _BiasThenOutputPadding(_ConvTranspose):
 class Conv1dTranspose(_BiasThenOutputPadding):
   """MindSpore's ``nn.Conv1dTranspose``: input ``(N, C_in, L)``, ``weight`` ``(C_in, C_out // group, k)``.
 
-  ``padding`` is an int or ``(left, right)``. Unlike MindSpore, a batch of one keeps its axis.
+  ``padding`` is an int or ``(left, right)`` (MindSpore's 1-D layer takes one int for both sides). A batch of
+  one keeps its axis.
 
   Example usage::
 
