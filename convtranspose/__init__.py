@@ -1,6 +1,8 @@
 """MindSpore's transposed-convolution layers, exact to the number, in JAX and Flax."""
 
 from convtranspose import initializers as initializers
+from convtranspose import interop as interop
+from convtranspose import sharding as sharding
 from convtranspose.functional import conv1d_transpose as conv1d_transpose
 from convtranspose.functional import conv2d_transpose as conv2d_transpose
 from convtranspose.functional import conv3d_transpose as conv3d_transpose
@@ -20,5 +22,7 @@ __all__ = [
     "conv_transpose",
     "conv_transpose_output_shape",
     "initializers",
+    "interop",
+    "sharding",
 ]
 __version__ = "0.1.0"

@@ -1,7 +1,9 @@
 """``python -m convtranspose``: the seed example and a short tour of what the library does."""
 
+import pathlib
 import subprocess
 import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -65,7 +67,17 @@ def main() -> None:
     w = ct.initializers.resolve(init)(jax.random.key(3), (3, 64, 4, 4))
     print(f"   {init!s:30} std {float(w.std()):.4f}")
 
-  print("\n7. Never aborts: a shape on which XLA kills Flax's nn.ConvTranspose")
+  print("\n7. MindSpore checkpoints both ways, without MindSpore")
+  with tempfile.TemporaryDirectory() as tmp:
+    path = pathlib.Path(tmp) / "decoder.ckpt"
+    ct.interop.save_mindspore_checkpoint({"decoder": {"up1": variables["params"]}}, path)
+    flat = ct.interop.load_mindspore_checkpoint(path)
+    print(f"   {path.name}: {path.stat().st_size} bytes, {jax.tree.map(jnp.shape, flat)}")
+    params = ct.interop.to_flax_params(flat)["decoder"]["up1"]
+    same = jnp.array_equal(net.apply({"params": params}, x), net.apply(variables, x))
+    print("   the reloaded layer computes the same:", bool(same))
+
+  print("\n8. Never aborts: a shape on which XLA kills Flax's nn.ConvTranspose")
   child = subprocess.run([sys.executable, "-c", _FLAX_ABORT], capture_output=True, text=True)
   flax_result = child.stdout.strip() if child.returncode == 0 else f"process died (exit code {child.returncode})"
   ours = ct.conv2d_transpose(jnp.ones((1, 1, 2, 13)), jnp.ones((1, 1, 5, 2)), stride=2, pad_mode="pad", padding=1)

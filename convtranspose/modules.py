@@ -5,10 +5,11 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax.linen.dtypes import promote_dtype
 from jax import lax
 
-from convtranspose import _arguments, initializers
+from convtranspose import _arguments, initializers, sharding
 from convtranspose.functional import _conv_transpose
 
 IntOrTuple = int | tuple[int, ...]
@@ -29,7 +30,8 @@ class _ConvTranspose(nn.Module):
     output_padding: int or tuple of ``n`` ints in ``[0, max(stride, dilation))``, rows added at the high end
       of each spatial dimension and computed by the convolution; only with ``pad_mode='pad'``. Default 0.
     has_bias: whether to add a ``bias`` of shape ``(C_out,)``. Default False.
-    weight_init: initializer of ``weight`` (``(C_in, C_out // group, *kernel_size)``): a name, an
+    weight_init: initializer of ``weight`` (``(C_in, C_out // group, *kernel_size)``; the 1-D layer's, as
+      MindSpore stores it, ``(C_in, C_out // group, 1, k)``): a name, an
       `convtranspose.initializers.Initializer`, a number, an array or ``init(key, shape, dtype)``.
       Default ``'normal'`` (sigma 0.01).
     bias_init: initializer of ``bias``, the same kinds. Default ``'zeros'``.
@@ -39,6 +41,9 @@ class _ConvTranspose(nn.Module):
     param_dtype: parameter dtype. Default float32.
     precision: passed to `jax.lax.conv_general_dilated`.
     algorithm: ``'auto'`` (default), ``'dilated'`` or ``'phase'``; see `convtranspose.conv_transpose`.
+    logical_axes: create ``weight`` and ``bias`` as `flax.linen.LogicallyPartitioned` values with the logical
+      axis names of `convtranspose.sharding`, for sharding with a `jax.sharding.Mesh`. Default False
+      (plain arrays, as MindSpore's parameters).
 
   Every argument is checked at construction, raising MindSpore's exception types. The input may lack the
   batch axis (one unbatched example); the output then lacks it too.
@@ -56,6 +61,9 @@ class _ConvTranspose(nn.Module):
   group: int = 1
 
   num_spatial_dims: ClassVar[int]
+  # MindSpore's 1-D layers are 2-D layers of height 1 and store their weight with that unit axis; keeping
+  # MindSpore's shape lets checkpoints move between the frameworks unchanged.
+  stored_kernel_prefix: ClassVar[tuple[int, ...]] = ()
 
   def __post_init__(self):
     _canonical(self)  # raises on any invalid argument, before Flax sees the module
@@ -66,8 +74,12 @@ class _ConvTranspose(nn.Module):
     """Applies the layer to ``x`` of shape ``(N, C_in, *spatial)`` (channels-last: ``(N, *spatial, C_in)``;
     unbatched: no ``N``); returns ``(N, C_out, *out_spatial)`` in the same layout."""
     geometry, weight_shape, weight_init, bias_init = _canonical(self)
+    if self.logical_axes:
+      weight_init = nn.with_logical_partitioning(weight_init, sharding.weight_axes(len(weight_shape)))
+      bias_init = bias_init and nn.with_logical_partitioning(bias_init, sharding.BIAS_AXES)
     weight = self.param("weight", weight_init, weight_shape, self.param_dtype)
     bias = self.param("bias", bias_init, (self.out_channels,), self.param_dtype) if self.has_bias else None
+    weight = jnp.reshape(weight, (*weight_shape[:2], *geometry.kernel_size))  # drops a 1-D layer's unit height
     x, weight, bias = promote_dtype(x, weight, bias, dtype=self.dtype)
     return _conv_transpose(x, weight, bias, geometry, self.precision, self.algorithm)
 
@@ -78,7 +90,8 @@ def _canonical(
   """Validates a layer's MindSpore arguments.
 
   Returns:
-    The layer's `Geometry`, its weight shape ``(C_in, C_out // group, *kernel_size)`` and its weight and
+    The layer's `Geometry`, its stored weight shape ``(C_in, C_out // group, *stored_kernel_prefix,
+    *kernel_size)`` and its weight and
     bias initializers as ``init(key, shape, dtype)`` (no bias initializer without ``has_bias``).
 
   A function, not a method: Flax wraps module methods, which cannot run before ``__post_init__`` ends.
@@ -87,10 +100,15 @@ def _canonical(
   geometry = _arguments.geometry(layer.num_spatial_dims, layer.kernel_size, layer.stride, layer.pad_mode,
                                  layer.padding, layer.dilation, layer.group, layer.output_padding, layer.data_format)
   _arguments.checked_algorithm(layer.algorithm)
-  if not isinstance(layer.has_bias, bool):
-    raise TypeError(f"`has_bias` must be a bool, but got {layer.has_bias!r} of type {type(layer.has_bias).__name__}.")
-  weight_shape = (layer.in_channels, layer.out_channels // layer.group, *geometry.kernel_size)
+  for name in ("has_bias", "logical_axes"):
+    value = getattr(layer, name)
+    if not isinstance(value, bool):
+      raise TypeError(f"`{name}` must be a bool, but got {value!r} of type {type(value).__name__}.")
+  kernel_shape = (layer.in_channels, layer.out_channels // layer.group, *geometry.kernel_size)
+  weight_shape = (*kernel_shape[:2], *layer.stored_kernel_prefix, *geometry.kernel_size)
   weight_init = initializers.resolve(layer.weight_init, "weight_init")
+  if isinstance(weight_init, initializers.FromArray) and np.shape(weight_init.array) == kernel_shape:
+    weight_init = initializers.FromArray(jnp.reshape(weight_init.array, weight_shape))  # MindSpore's 1-D form
   initializers.check_shape(weight_init, weight_shape, "weight_init")
   bias_init = None
   if layer.has_bias:  # as in MindSpore, bias_init is only read when there is a bias
@@ -112,11 +130,15 @@ class _BiasThenOutputPadding(_ConvTranspose):
   param_dtype: Any = jnp.float32
   precision: lax.PrecisionLike = None
   algorithm: str = "auto"
+  logical_axes: bool = False
 
 
 class Conv1dTranspose(_BiasThenOutputPadding):
-  """MindSpore's ``nn.Conv1dTranspose``: input ``(N, C_in, L)``, ``weight`` ``(C_in, C_out // group, k)``.
+  """MindSpore's ``nn.Conv1dTranspose``: input ``(N, C_in, L)``, ``weight`` ``(C_in, C_out // group, 1, k)``.
 
+  The weight has MindSpore's stored shape, with the unit height of MindSpore's 1-D layers (which are 2-D layers
+  of height 1), so MindSpore checkpoints load unchanged; ``weight_init`` arrays may omit that axis (MindSpore
+  requires it omitted); `convtranspose.interop.from_torch_state_dict` adds it to PyTorch's weights.
   ``padding`` is an int or ``(left, right)`` (MindSpore's 1-D layer takes one int for both sides). A batch of
   one keeps its axis.
 
@@ -128,7 +150,7 @@ class Conv1dTranspose(_BiasThenOutputPadding):
     >>> x = jnp.ones((1, 16, 100))
     >>> variables = net.init(jax.random.key(0), x)
     >>> jax.tree.map(jnp.shape, variables)
-    {'params': {'bias': (8,), 'weight': (16, 8, 8)}}
+    {'params': {'bias': (8,), 'weight': (16, 8, 1, 8)}}
     >>> net.apply(variables, x).shape
     (1, 8, 400)
   """
@@ -138,6 +160,7 @@ class Conv1dTranspose(_BiasThenOutputPadding):
   data_format: str | None = "NCL"
 
   num_spatial_dims: ClassVar[int] = 1
+  stored_kernel_prefix: ClassVar[tuple[int, ...]] = (1,)
 
 
 class Conv2dTranspose(_BiasThenOutputPadding):
@@ -196,5 +219,6 @@ class Conv3dTranspose(_ConvTranspose):
   param_dtype: Any = jnp.float32
   precision: lax.PrecisionLike = None
   algorithm: str = "auto"
+  logical_axes: bool = False
 
   num_spatial_dims: ClassVar[int] = 3

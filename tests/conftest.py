@@ -10,13 +10,16 @@ import numpy as np
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Eight simulated CPU devices (as --xla_force_host_platform_device_count=8) for the sharding tests; computations
+# that name no sharding run on the first, as on one device.
+jax.config.update("jax_num_cpu_devices", 8)
 
 # CI draws the same examples every run (a red CI is then reproducible); developers draw fresh ones.
 hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
 hypothesis.settings.load_profile("ci" if os.environ.get("CI") else "default")
 
-# The fixture generator imports MindSpore, which the tests never need; keep --doctest-modules away from it.
-collect_ignore = ["fixtures/make_mindspore_golden.py"]
+# The fixture generators import MindSpore, which the tests never need; keep --doctest-modules away from it.
+collect_ignore = ["fixtures/make_mindspore_golden.py", "fixtures/make_checkpoints.py"]
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 

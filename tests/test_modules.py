@@ -71,7 +71,7 @@ def test_dtypes(n, input_dtype, dtype, param_dtype, expected_output, expected_pa
   assert y.dtype == expected_output
   params = variables["params"]
   reference = ct.conv_transpose(x.astype(expected_output).astype(jnp.float32),
-                                params["weight"].astype(expected_output).astype(jnp.float32),
+                                params["weight"].reshape(2, 4, *(3,) * n).astype(expected_output).astype(jnp.float32),
                                 params["bias"].astype(expected_output).astype(jnp.float32), stride=2,
                                 precision=jax.lax.Precision.HIGHEST)
   assert_close(y, reference, expected_output)
@@ -160,7 +160,8 @@ def test_constructor_order_and_defaults(cls, defaults):
   data_format, order = defaults
   fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name")]
   names = order.replace("in out", "in_channels out_channels").split()
-  assert fields[:len(names)] == names and fields[len(names):] == ["dtype", "param_dtype", "precision", "algorithm"]
+  assert fields[:len(names)] == names and fields[len(names):] == ["dtype", "param_dtype", "precision", "algorithm",
+                                                                  "logical_axes"]
   net = cls(2, 4, 3)
   assert (net.stride, net.pad_mode, net.padding, net.dilation, net.group, net.output_padding, net.has_bias,
           net.weight_init, net.bias_init, net.data_format) == (1, "same", 0, 1, 1, 0, False, "normal", "zeros",
@@ -174,8 +175,9 @@ def test_module_is_the_function_in_every_layout_and_unbatched(n):
   x = jax.random.normal(jax.random.key(0), (2, 4, *(3,) * n))
   variables = net.init(jax.random.key(1), x)
   params = variables["params"]
-  assert params["weight"].shape == (4, 3, *(3,) * n)
-  expected = ct.conv_transpose(x, params["weight"], params["bias"], 2, "pad", 1, 2, 2, output_padding=1)
+  assert params["weight"].shape == (4, 3, *(1,) * (n == 1), *(3,) * n)  # MindSpore's 1-D unit height
+  kernel = params["weight"].reshape(4, 3, *(3,) * n)
+  expected = ct.conv_transpose(x, kernel, params["bias"], 2, "pad", 1, 2, 2, output_padding=1)
   assert expected.shape == (2, 6, *(8,) * n)  # (3 - 1) * 2 + 5 - 2 + 1
   assert_close(net.apply(variables, x), expected)
   assert_close(net.apply(variables, x[0]), expected[0])  # unbatched
@@ -183,6 +185,19 @@ def test_module_is_the_function_in_every_layout_and_unbatched(n):
   y = channels_last.apply(variables, jnp.moveaxis(x, 1, -1))  # the same parameters serve both layouts
   assert_close(jnp.moveaxis(y, -1, 1), expected)
   assert_close(jnp.moveaxis(channels_last.apply(variables, jnp.moveaxis(x[0], 0, -1)), -1, 0), expected[0])
+
+
+def test_conv1d_weight_has_mindspores_stored_shape():
+  """MindSpore stores a 1-D layer's weight as (C_in, C_out // group, 1, k) and takes weight_init without the
+  unit axis."""
+  weight = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+  net = ct.Conv1dTranspose(2, 3, 4, stride=2, weight_init=weight)
+  x = jax.random.normal(jax.random.key(0), (1, 2, 5))
+  params = net.init(jax.random.key(0), x)["params"]
+  np.testing.assert_array_equal(params["weight"], weight[:, :, None, :])
+  np.testing.assert_array_equal(net.apply({"params": params}, x), ct.conv1d_transpose(x, weight, stride=2))
+  assert_close(net.clone(weight_init=weight[:, :, None, :]).apply({"params": params}, x),
+               ct.conv1d_transpose(x, weight, stride=2))
 
 
 def test_conv1d_keeps_a_batch_of_one():

@@ -1,0 +1,371 @@
+"""Weights in and out: MindSpore checkpoints without MindSpore, PyTorch state dicts, Flax parameter trees.
+
+A MindSpore ``.ckpt`` file is a sequence of serialized protobuf ``Checkpoint`` messages (MindSpore's
+``checkpoint.proto``), one per tensor or per slice of a large tensor, optionally followed by a CRC trailer::
+
+  message Checkpoint { repeated Value value = 1; }
+  message Value { required string tag = 1; oneof value { TensorProto tensor = 2; MapTensorProto maptensor = 3; } }
+  message TensorProto { repeated int64 dims = 1; required string tensor_type = 2; required bytes tensor_content = 3; }
+  trailer (only with ``crc_check=True``): b"crc_num" + CRC-32 of everything before it, 10 bytes big-endian.
+
+Consecutive values with the same tag are slices of one tensor, joined in order; a scalar is stored with
+``dims`` empty or ``[0]``; a string with ``tensor_type == 'str'`` and its UTF-32 code units as content.
+This module reads and writes that format with NumPy alone (``ml_dtypes`` supplies bfloat16), so neither
+MindSpore nor protobuf is needed, and it imports no JAX.
+
+>>> import numpy as np, tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), 'net.ckpt')
+>>> save_mindspore_checkpoint({'up1': {'weight': np.ones((3, 2, 4, 4), np.float32)}}, path)
+>>> {name: array.shape for name, array in load_mindspore_checkpoint(path).items()}
+{'up1.weight': (3, 2, 4, 4)}
+>>> to_flax_params({'decoder.up1.weight': 1, 'decoder.up1.bias': 2, 'head.weight': 3})
+{'decoder': {'up1': {'weight': 1, 'bias': 2}}, 'head': {'weight': 3}}
+"""
+
+import binascii
+import math
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+# MindSpore's ``tensor_type`` names (``str(mindspore.dtype)``) and the NumPy dtypes of their bytes. MindSpore
+# writes its host's (little-endian) byte order.
+_DTYPES = {
+    "Bool": np.dtype(np.bool_),
+    "Int8": np.dtype("<i1"),
+    "Int16": np.dtype("<i2"),
+    "Int32": np.dtype("<i4"),
+    "Int64": np.dtype("<i8"),
+    "UInt8": np.dtype("<u1"),
+    "UInt16": np.dtype("<u2"),
+    "UInt32": np.dtype("<u4"),
+    "UInt64": np.dtype("<u8"),
+    "Float16": np.dtype("<f2"),
+    "Float32": np.dtype("<f4"),
+    "Float64": np.dtype("<f8"),
+    "BFloat16": np.dtype(ml_dtypes.bfloat16),
+}
+_TYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
+_STRING_TYPE = "str"
+
+_CRC_MARK = b"crc_num"
+_CRC_TRAILER_LENGTH = len(_CRC_MARK) + 10
+
+# MindSpore splits a tensor into 512 MiB slices (``SLICE_SIZE`` KiB in its serialization module), one message
+# each, which keeps every message far below protobuf's 2 GiB limit.
+_SLICE_BYTES = 512 * 1024 * 1024
+
+_VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
+
+
+class _MalformedError(Exception):
+  """A malformed file: what is wrong and the byte offset where it was found."""
+
+  def __init__(self, offset: int, problem: str):
+    super().__init__(offset, problem)
+    self.offset, self.problem = offset, problem
+
+
+def _varint(data: memoryview, offset: int, end: int) -> tuple[int, int]:
+  """Decodes the base-128 varint at ``offset``; returns its value and the offset after it."""
+  value, start = 0, offset
+  for shift in range(0, 70, 7):
+    if offset >= end:
+      raise _MalformedError(offset, "truncated varint")
+    byte = data[offset]
+    offset += 1
+    value |= (byte & 0x7F) << shift
+    if byte < 0x80:
+      if value >= 1 << 64:
+        raise _MalformedError(start, "varint longer than 64 bits")
+      return value, offset
+  raise _MalformedError(start, "varint longer than 10 bytes")
+
+
+def _fields(data: memoryview, start: int, end: int) -> Iterator[tuple[int, int, Any, int]]:
+  """Yields ``(field_number, wire_type, value, offset)`` for each field of the message in ``data[start:end]``.
+
+  A varint's value is an int; a length-delimited field's value is its ``(start, end)`` byte range.
+  """
+  offset = start
+  while offset < end:
+    field_offset = offset
+    key, offset = _varint(data, offset, end)
+    field_number, wire_type = key >> 3, key & 7
+    if field_number == 0:
+      raise _MalformedError(field_offset, "field number 0")
+    if wire_type == _VARINT:
+      value, offset = _varint(data, offset, end)
+    elif wire_type == _LENGTH_DELIMITED:
+      length, offset = _varint(data, offset, end)
+      if length > end - offset:
+        raise _MalformedError(field_offset, f"field {field_number} of {length} bytes runs past the end of its message "
+                       f"({end - offset} bytes left)")
+      value, offset = (offset, offset + length), offset + length
+    elif wire_type in (_FIXED64, _FIXED32):
+      width = 8 if wire_type == _FIXED64 else 4
+      if width > end - offset:
+        raise _MalformedError(field_offset, f"truncated {8 * width}-bit field {field_number}")
+      value, offset = bytes(data[offset:offset + width]), offset + width
+    else:
+      raise _MalformedError(field_offset, f"wire type {wire_type} (field {field_number}) is not used by MindSpore")
+    yield field_number, wire_type, value, field_offset
+
+
+def _expect(field_number: int, wire_type: int, expected: int, message: str, offset: int) -> None:
+  if wire_type != expected:
+    raise _MalformedError(offset, f"field {field_number} of {message} has wire type {wire_type}, expected {expected}")
+
+
+def _text(data: memoryview, span: tuple[int, int], what: str) -> str:
+  try:
+    return bytes(data[span[0]:span[1]]).decode("utf-8")
+  except UnicodeDecodeError as error:
+    raise _MalformedError(span[0] + error.start, f"{what} is not UTF-8") from None
+
+
+def _tensor_proto(data: memoryview, start: int, end: int) -> tuple[list[int], str, tuple[int, int]]:
+  """Parses a ``TensorProto``: its dims, its ``tensor_type`` and the byte range of its content."""
+  dims, tensor_type, content = [], None, None
+  for number, wire_type, value, offset in _fields(data, start, end):
+    if number == 1 and wire_type == _VARINT:  # proto2 writes repeated int64 unpacked ...
+      dims.append(value)
+    elif number == 1 and wire_type == _LENGTH_DELIMITED:  # ... and accepts them packed
+      packed_offset = value[0]
+      while packed_offset < value[1]:
+        dim, packed_offset = _varint(data, packed_offset, value[1])
+        dims.append(dim)
+    elif number == 2:
+      _expect(number, wire_type, _LENGTH_DELIMITED, "TensorProto", offset)
+      tensor_type = _text(data, value, "tensor_type")
+    elif number == 3:
+      _expect(number, wire_type, _LENGTH_DELIMITED, "TensorProto", offset)
+      content = value
+    else:
+      raise _MalformedError(offset, f"TensorProto has no field {number}")
+  if tensor_type is None or content is None:
+    raise _MalformedError(start, f"TensorProto lacks its required {'tensor_type' if tensor_type is None else 'content'}")
+  if any(dim >= 1 << 63 for dim in dims):
+    raise _MalformedError(start, f"negative dimension in {[d - (1 << 64) if d >= 1 << 63 else d for d in dims]}")
+  return dims, tensor_type, content
+
+
+def _values(data: memoryview, end: int) -> Iterator[tuple[str, list[int], str, tuple[int, int], int]]:
+  """Yields ``(tag, dims, tensor_type, content_range, offset)`` for each ``Checkpoint.Value`` in the file."""
+  for number, wire_type, span, offset in _fields(data, 0, end):
+    if number != 1 or wire_type != _LENGTH_DELIMITED:
+      raise _MalformedError(offset, f"a checkpoint holds only field 1 (values), found field {number} "
+                     f"of wire type {wire_type}")
+    tag = tensor = None
+    for value_number, value_wire_type, value, value_offset in _fields(data, *span):
+      _expect(value_number, value_wire_type, _LENGTH_DELIMITED, "Checkpoint.Value", value_offset)
+      if value_number == 1:
+        tag = _text(data, value, "tag")
+      elif value_number == 2:
+        tensor = _tensor_proto(data, *value)
+      elif value_number == 3:
+        raise _MalformedError(value_offset, "a MapParameter (maptensor) is not supported")
+      else:
+        raise _MalformedError(value_offset, f"Checkpoint.Value has no field {value_number}")
+    if tag is None or tensor is None:
+      raise _MalformedError(offset, f"Checkpoint.Value lacks its {'tag' if tag is None else 'tensor'}")
+    yield tag, *tensor, offset
+
+
+def _array(dims: list[int], tensor_type: str, content: bytes, offset: int) -> np.ndarray:
+  """The array MindSpore's ``load_checkpoint`` makes of one (joined) value."""
+  if tensor_type == _STRING_TYPE:  # a Python str, as UTF-32 code units (NumPy's 'U' dtype)
+    try:
+      text = content.decode("utf-32-le").rstrip("\x00")
+    except UnicodeDecodeError as error:
+      raise _MalformedError(offset, f"string value is not UTF-32: {error.reason}") from None
+    return np.array(text)
+  if tensor_type not in _DTYPES:
+    raise _MalformedError(offset, f"tensor_type {tensor_type!r} is not supported; supported: {sorted(_DTYPES)}")
+  shape = () if dims == [0] else tuple(dims)
+  dtype = _DTYPES[tensor_type]
+  if len(content) != math.prod(shape) * dtype.itemsize:
+    raise _MalformedError(offset, f"{len(content)} bytes of content do not make a {tensor_type} tensor of shape {shape}")
+  return np.frombuffer(bytearray(content), dtype).reshape(shape)
+
+
+def load_mindspore_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """Reads a MindSpore ``.ckpt`` file without MindSpore.
+
+  Returns the same names, in the same order, and the same values as ``mindspore.load_checkpoint(path)``, as
+  NumPy arrays: Bool, (U)Int8-64, Float16/32/64 as their NumPy dtypes, BFloat16 as ``ml_dtypes.bfloat16``,
+  scalars as 0-d arrays, strings (saved by MindSpore's ``append_dict``) as 0-d ``str`` arrays. A CRC trailer
+  (``save_checkpoint(..., crc_check=True)``) is always verified.
+
+  Args:
+    path: the checkpoint file (unencrypted; MindSpore's encrypted checkpoints need MindSpore and the key).
+
+  Returns:
+    ``{name: array}``, e.g. ``{'decoder.up1.weight': ..., 'decoder.up1.bias': ...}``; see `to_flax_params`.
+
+  Raises:
+    ValueError: the file is not a MindSpore checkpoint, or is corrupt or truncated; the message names the file
+      and the byte offset.
+  """
+  with open(path, "rb") as file:
+    data = file.read()
+  try:
+    return _parse(memoryview(data))
+  except _MalformedError as error:
+    raise ValueError(f"{os.fspath(path)!r} is not a valid MindSpore checkpoint: at byte offset {error.offset}: "
+                     f"{error.problem}.") from None
+
+
+def _parse(data: memoryview) -> dict[str, np.ndarray]:
+  end = len(data)
+  if end == 0:
+    raise _MalformedError(0, "the file is empty")
+  if end >= _CRC_TRAILER_LENGTH and data[end - _CRC_TRAILER_LENGTH:end - 10] == _CRC_MARK:
+    end -= _CRC_TRAILER_LENGTH
+    stored, computed = int.from_bytes(data[end + len(_CRC_MARK):], "big"), binascii.crc32(data[:end])
+    if stored != computed:
+      raise _MalformedError(end, f"CRC-32 mismatch: the trailer says {stored:#010x}, the content has {computed:#010x}")
+  # As in MindSpore: consecutive values with one tag are slices of one tensor, which takes the last slice's
+  # dims and type; a tag seen again later replaces the earlier tensor.
+  arrays, slices, last = {}, [], None
+  for tag, dims, tensor_type, content, offset in _values(data, end):
+    if last is not None and tag != last[0]:
+      arrays[last[0]] = _array(*last[1:3], b"".join(slices), last[3])
+      slices = []
+    last = (tag, dims, tensor_type, offset)
+    slices.append(data[content[0]:content[1]])
+  if last is None:
+    raise _MalformedError(0, "no tensors in the file")
+  arrays[last[0]] = _array(*last[1:3], b"".join(slices), last[3])
+  return arrays
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, Mapping):
+      yield from _flatten(value, f"{name}.")
+    else:
+      yield name, value
+
+
+def _varint_bytes(value: int) -> bytes:
+  out = bytearray()
+  while value >= 0x80:
+    out.append(value & 0x7F | 0x80)
+    value >>= 7
+  out.append(value)
+  return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+  """A length-delimited field: key, length, payload."""
+  return _varint_bytes(number << 3 | _LENGTH_DELIMITED) + _varint_bytes(len(payload)) + payload
+
+
+def _messages(name: str, value: Any) -> Iterator[bytes]:
+  """The serialized ``Checkpoint`` messages of one named value, as MindSpore's ``save_checkpoint`` writes them."""
+  if isinstance(value, str) or (isinstance(value, np.ndarray) and value.dtype.kind == "U"):
+    dims, tensor_type, content = [0], _STRING_TYPE, np.asarray(value, "<U").tobytes()
+  else:
+    array = np.asarray(value)  # a jax.Array, NumPy array or Python number
+    tensor_type = _TYPE_NAMES.get(array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype)
+    if tensor_type is None:
+      raise TypeError(f"`params`: {name!r} has dtype {array.dtype}, which a MindSpore checkpoint cannot hold; "
+                      f"supported: {', '.join(str(d) for d in _TYPE_NAMES)} and str.")
+    dims, content = list(array.shape), array.astype(_DTYPES[tensor_type], copy=False).tobytes()
+  header = _field(1, name.encode("utf-8"))
+  dims_bytes = b"".join(_varint_bytes(1 << 3 | _VARINT) + _varint_bytes(dim) for dim in dims)
+  for start in range(0, max(len(content), 1), _SLICE_BYTES):
+    tensor = dims_bytes + _field(2, tensor_type.encode()) + _field(3, content[start:start + _SLICE_BYTES])
+    yield _field(1, header + _field(2, tensor))
+
+
+def save_mindspore_checkpoint(params: Mapping[str, Any], path: str | os.PathLike, *, crc_check: bool = False) -> None:
+  """Writes parameters as a MindSpore ``.ckpt`` file that ``mindspore.load_checkpoint`` reads.
+
+  Nested names are joined with dots (``{'decoder': {'up1': {'weight': w}}}`` is saved as
+  ``decoder.up1.weight``), the inverse of `to_flax_params`; a flat ``{name: array}`` is saved as it is. The
+  bytes are those MindSpore's ``save_checkpoint`` writes for the same names, values and order.
+
+  Args:
+    params: a (nested) mapping of names to arrays (``jax.Array``, NumPy, Python numbers) or strings, e.g. the
+      ``'params'`` of a Flax model's variables. Python ints and floats become Int64 and Float64.
+    path: the file to write.
+    crc_check: append MindSpore's CRC-32 trailer, as ``save_checkpoint(..., crc_check=True)`` does.
+
+  Raises:
+    TypeError: a value's dtype has no MindSpore tensor type (e.g. complex).
+  """
+  if not isinstance(crc_check, bool):
+    raise TypeError(f"`crc_check` must be a bool, but got {crc_check!r} of type {type(crc_check).__name__}.")
+  content = b"".join(message for name, value in _flatten(params) for message in _messages(name, value))
+  if crc_check:
+    content += _CRC_MARK + binascii.crc32(content).to_bytes(10, "big")
+  with open(path, "wb") as file:
+    file.write(content)
+
+
+def to_flax_params(flat: Mapping[str, Any]) -> dict[str, Any]:
+  """Nests dotted names into a Flax parameter tree.
+
+  A MindSpore network rebuilt from this library's modules, with submodules named as the MindSpore cells
+  were, then runs as ``model.apply({'params': to_flax_params(flat)}, x)``. Keep only the network's parameters
+  (a training checkpoint also holds optimizer moments and counters), e.g.
+  ``{k: v for k, v in flat.items() if k.startswith('decoder.')}``.
+
+  Args:
+    flat: ``{'decoder.up1.weight': array, ...}``, e.g. from `load_mindspore_checkpoint`.
+
+  Returns:
+    ``{'decoder': {'up1': {'weight': array, ...}}}``.
+
+  Raises:
+    ValueError: a name has an empty part, or one name is a prefix of another (``a.b`` and ``a.b.c``).
+  """
+  tree: dict[str, Any] = {}
+  for name, value in flat.items():
+    *path, leaf = parts = name.split(".")
+    if "" in parts:
+      raise ValueError(f"`flat`: the name {name!r} has an empty part between dots.")
+    node = tree
+    for depth, part in enumerate(path):
+      node = node.setdefault(part, {})
+      if not isinstance(node, dict):
+        raise ValueError(f"`flat`: {name!r} nests under {'.'.join(path[:depth + 1])!r}, which is a value itself.")
+    if leaf in node:
+      raise ValueError(f"`flat`: {name!r} is both a value and a prefix of other names.")
+    node[leaf] = value
+  return tree
+
+
+def from_torch_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+  """A PyTorch ``state_dict`` as a Flax parameter tree for this library's modules.
+
+  ``torch.nn.ConvTranspose{1,2,3}d`` store ``weight`` as ``(C_in, C_out // groups, *kernel)`` and ``bias`` as
+  ``(C_out,)``, the layout of MindSpore's layers and ours, so the names are nested (see `to_flax_params`) and
+  the tensors turned into NumPy arrays (bfloat16 as ``ml_dtypes.bfloat16``). One shape changes: MindSpore's
+  1-D layers store their weight with a unit height, ``(C_in, C_out // group, 1, k)``, so every 3-D tensor
+  named ``weight`` (a 1-D convolution's) gains that axis. The layer arguments map as ``padding=p`` -> ``pad_mode='pad', padding=p``, ``groups`` -> ``group``,
+  ``bias`` -> ``has_bias``; ``output_padding`` and ``dilation`` keep their names.
+
+  Args:
+    state_dict: ``{'decoder.up1.weight': torch.Tensor, ...}``, e.g. ``torch_model.state_dict()``.
+
+  Returns:
+    ``{'decoder': {'up1': {'weight': numpy.ndarray, ...}}}``.
+  """
+  def to_numpy(tensor: Any) -> np.ndarray:
+    tensor = tensor.detach().cpu()
+    if str(tensor.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; float32 holds it exactly
+      return tensor.float().numpy().astype(ml_dtypes.bfloat16)
+    return tensor.numpy()
+
+  def converted(name: str, tensor: Any) -> np.ndarray:
+    array = to_numpy(tensor)
+    return array[:, :, None] if array.ndim == 3 and name.rsplit(".", 1)[-1] == "weight" else array
+
+  return to_flax_params({name: converted(name, tensor) for name, tensor in state_dict.items()})

@@ -1,0 +1,278 @@
+"""Checkpoints and state dicts from real MindSpore 2.10 and PyTorch 2.13 (``fixtures/make_checkpoints.py``)."""
+
+import json
+import pathlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+
+import convtranspose as ct
+from conftest import FIXTURES, _tuples, assert_close
+from convtranspose import interop
+
+LAYERS = {1: ct.Conv1dTranspose, 2: ct.Conv2dTranspose, 3: ct.Conv3dTranspose}
+MINDSPORE = np.load(FIXTURES / "mindspore_checkpoints.npz")
+TORCH = np.load(FIXTURES / "torch_decoders.npz")
+DECODERS = ("decoder1d", "decoder2d", "decoder3d")
+CHECKPOINTS = sorted(FIXTURES.glob("mindspore_*.ckpt"))
+
+
+class Decoder(nn.Module):
+  """``decoder.<name>`` layers with ReLU between them, named as the MindSpore and PyTorch models name them."""
+
+  rank: int
+  layers: tuple[tuple[str, tuple], ...]  # (name, sorted kwargs items)
+
+  @nn.compact
+  def __call__(self, x):
+    for i, (name, kwargs) in enumerate(self.layers):
+      x = LAYERS[self.rank](**dict(kwargs), name=name)(x)
+      x = jax.nn.relu(x) if i + 1 < len(self.layers) else x
+    return x
+
+
+class Net(nn.Module):
+  rank: int
+  layers: tuple[tuple[str, tuple], ...]
+
+  @nn.compact
+  def __call__(self, x):
+    return Decoder(self.rank, self.layers, name="decoder")(x)
+
+
+def _model(fixture, name: str) -> tuple[Net, np.ndarray, np.ndarray]:
+  spec = json.loads(str(fixture["configs"]))[name]
+  layers = tuple((layer, tuple(sorted(_tuples(config).items()))) for layer, config in spec["layers"].items())
+  return Net(len(spec["input_shape"]) - 2, layers), fixture[f"{name}/x"], fixture[f"{name}/y"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MindSpore checkpoints
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_mindspore_checkpoint_runs_our_model_to_mindspores_output(name):
+  model, x, expected = _model(MINDSPORE, name)
+  flat = interop.load_mindspore_checkpoint(FIXTURES / f"mindspore_{name}.ckpt")
+  assert all(key.startswith("decoder.up") and key.endswith((".weight", ".bias")) for key in flat)
+  params = interop.to_flax_params(flat)
+  shapes = jax.tree.map(np.shape, model.init(jax.random.key(0), x)["params"])
+  assert jax.tree.map(np.shape, params) == shapes  # MindSpore's parameters are ours, shapes included
+  assert_close(jax.jit(model.apply)({"params": params}, x), expected)
+
+
+def test_the_fixtures_cover_crc_and_slices():
+  crc = (FIXTURES / "mindspore_decoder2d.ckpt").read_bytes()
+  assert crc[-17:-10] == b"crc_num"  # saved with crc_check=True
+  sliced = (FIXTURES / "mindspore_decoder3d.ckpt").read_bytes()
+  messages = [tag for tag, *_ in interop._values(memoryview(sliced), len(sliced))]
+  assert len(messages) > len(set(messages)) == 4  # a tensor split over consecutive messages
+
+
+def test_every_dtype_mindspore_writes():
+  expected = json.loads(str(MINDSPORE["dtypes/names"]))
+  loaded = interop.load_mindspore_checkpoint(FIXTURES / "mindspore_dtypes.ckpt")
+  assert list(loaded) == list(expected)  # MindSpore's names, in its order
+  type_names = {np.dtype(np.bool_): "Bool", np.dtype(ml_dtypes.bfloat16): "BFloat16"}
+  for name, array in loaded.items():
+    assert isinstance(array, np.ndarray)
+    if expected[name]["dtype"] == "str":
+      assert array.shape == () and str(array) == expected[name]["value"] == "héllo ✓"
+      continue
+    dtype_name = type_names.get(array.dtype, array.dtype.name.replace("uint", "UInt").replace("int", "Int")
+                                .replace("float", "Float"))
+    assert dtype_name == expected[name]["dtype"], name
+    assert list(array.shape) == expected[name]["shape"]
+    np.testing.assert_array_equal(array.astype(np.float64), MINDSPORE[f"dtypes/{name}"])
+  assert {"BFloat16", "Float16", "Float64", "UInt64", "Int8", "Bool"} <= {e["dtype"] for e in expected.values()}
+
+
+@pytest.mark.parametrize("name", ["decoder1d", "decoder2d", "dtypes"])
+def test_our_writer_writes_mindspores_bytes(name, tmp_path):
+  """MindSpore loads what we write: the file is byte for byte the one MindSpore wrote (CRC trailer included).
+  The fixture script also loads our files with MindSpore itself."""
+  path = FIXTURES / f"mindspore_{name}.ckpt"
+  original = path.read_bytes()
+  interop.save_mindspore_checkpoint(interop.load_mindspore_checkpoint(path), tmp_path / "ours.ckpt",
+                                    crc_check=original[-17:-10] == b"crc_num")
+  assert (tmp_path / "ours.ckpt").read_bytes() == original
+
+
+def test_sliced_checkpoint_round_trips(tmp_path):
+  loaded = interop.load_mindspore_checkpoint(FIXTURES / "mindspore_decoder3d.ckpt")
+  interop.save_mindspore_checkpoint(interop.to_flax_params(loaded), tmp_path / "ours.ckpt")
+  again = interop.load_mindspore_checkpoint(tmp_path / "ours.ckpt")
+  assert list(again) == list(loaded)
+  jax.tree.map(np.testing.assert_array_equal, again, loaded)
+
+
+@pytest.mark.parametrize("param_dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_flax_params_round_trip(param_dtype, tmp_path):
+  model, x, _ = _model(MINDSPORE, "decoder2d")
+  model = Net(model.rank, tuple((n, (*kw, ("param_dtype", param_dtype))) for n, kw in model.layers))
+  params = model.init(jax.random.key(0), x)["params"]
+  interop.save_mindspore_checkpoint(params, tmp_path / "model.ckpt")
+  loaded = interop.load_mindspore_checkpoint(tmp_path / "model.ckpt")
+  assert list(loaded) == ["decoder.up1.weight", "decoder.up1.bias", "decoder.up2.weight", "decoder.up2.bias",
+                          "decoder.up3.weight"]
+  restored = interop.to_flax_params(loaded)
+  assert jax.tree.map(lambda a: a.dtype, restored) == jax.tree.map(lambda a: a.dtype, params)
+  jax.tree.map(np.testing.assert_array_equal, restored, params)
+
+
+def test_scalars_strings_and_empty_tensors_round_trip(tmp_path):
+  values = {"step": 3, "lr": 0.5, "flag": True, "note": "ünïcode", "empty": np.zeros((0, 3), np.int32),
+            "big_endian": np.arange(4, dtype=">i4")}
+  interop.save_mindspore_checkpoint(values, tmp_path / "v.ckpt")
+  loaded = interop.load_mindspore_checkpoint(tmp_path / "v.ckpt")
+  assert {k: (v.dtype, v.shape) for k, v in loaded.items()} == {
+      "step": (np.int64, ()), "lr": (np.float64, ()), "flag": (np.bool_, ()), "note": (np.dtype("<U7"), ()),
+      "empty": (np.int32, (0, 3)), "big_endian": (np.int32, (4,))}
+  assert str(loaded["note"]) == "ünïcode" and loaded["lr"] == 0.5
+  np.testing.assert_array_equal(loaded["big_endian"], np.arange(4))
+
+
+def test_to_flax_params_rejects_ambiguous_names():
+  with pytest.raises(ValueError, match=r"'a\.b' is both a value and a prefix"):
+    interop.to_flax_params({"a.b.c": 1, "a.b": 2})
+  with pytest.raises(ValueError, match=r"'a\.b\.c' nests under 'a\.b', which is a value itself"):
+    interop.to_flax_params({"a.b": 2, "a.b.c": 1})
+  with pytest.raises(ValueError, match=r"the name 'a\.\.b' has an empty part"):
+    interop.to_flax_params({"a..b": 1})
+
+
+def test_save_rejects_what_mindspore_cannot_hold(tmp_path):
+  with pytest.raises(TypeError, match=r"`params`: 'x\.w' has dtype complex64, which a MindSpore checkpoint cannot"):
+    interop.save_mindspore_checkpoint({"x": {"w": np.zeros(2, np.complex64)}}, tmp_path / "c.ckpt")
+  with pytest.raises(TypeError, match=r"`crc_check` must be a bool, but got 1 of type int"):
+    interop.save_mindspore_checkpoint({}, tmp_path / "c.ckpt", crc_check=1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Files that are not checkpoints, corrupt or truncated: ValueError naming the file and the offset
+
+
+def _message(tag: str, dims: list[int], tensor_type: str, content: bytes) -> bytes:
+  """A hand-built ``Checkpoint`` message, to make files MindSpore would never write."""
+  dims_bytes = b"".join(interop._varint_bytes(8) + interop._varint_bytes(d) for d in dims)
+  tensor = dims_bytes + interop._field(2, tensor_type.encode()) + interop._field(3, content)
+  return interop._field(1, interop._field(1, tag.encode()) + interop._field(2, tensor))
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"", r"at byte offset 0: the file is empty"),
+        (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", r"at byte offset 0: a checkpoint holds only field 1"),
+        (_message("w", [2], "Int4", b"\0"), r"at byte offset 0: tensor_type 'Int4' is not supported"),
+        (_message("w", [3], "Float32", b"\0" * 8), r"at byte offset 0: 8 bytes of content do not make a Float32 tensor of shape \(3,\)"),
+        (_message("s", [0], "str", b"\xff\xff\xff\xff"), r"at byte offset 0: string value is not UTF-32"),
+        (_message("w", [1], "Int8", b"\1") + b"crc_num" + bytes(10), r"at byte offset 18: CRC-32 mismatch"),
+        (_message("w", [1], "Int8", b"\1")[:-1], r"at byte offset 0: field 1 of 16 bytes runs past the end"),
+        (interop._field(1, interop._field(1, b"m") + interop._field(3, b"")), r"at byte offset 5: a MapParameter"),
+        (interop._field(1, interop._field(2, b"")), r"at byte offset 4: TensorProto lacks its required tensor_type"),
+        (interop._field(1, interop._field(1, b"\xc3(")), r"at byte offset 4: tag is not UTF-8"),
+        (_message("w", [2**64 - 1], "Int8", b""), r"at byte offset 7: negative dimension in \[-1\]"),
+        (b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", r"at byte offset 1: varint longer than 10 bytes"),
+        (b"\x0b", r"at byte offset 0: wire type 3 \(field 1\) is not used by MindSpore"),
+    ],
+    ids=["empty", "png", "int4", "length", "utf32", "crc", "truncated", "map", "required", "utf8", "dims", "varint",
+         "group"],
+)
+def test_bad_files_raise_value_error_naming_file_and_offset(content, problem, tmp_path):
+  path = tmp_path / "bad.ckpt"
+  path.write_bytes(content)
+  with pytest.raises(ValueError, match=rf"^'{path}' is not a valid MindSpore checkpoint: {problem}"):
+    interop.load_mindspore_checkpoint(path)
+
+
+@pytest.mark.parametrize("path", CHECKPOINTS, ids=[p.stem for p in CHECKPOINTS])
+def test_every_truncation_raises_value_error_or_is_a_whole_prefix(path, tmp_path):
+  """Protobuf messages carry no end mark: a file cut exactly between two messages (or before its CRC trailer)
+  is a valid checkpoint of its first tensors, for MindSpore too, unless the cut splits a sliced tensor. Every
+  other cut raises."""
+  data, full = path.read_bytes(), interop.load_mindspore_checkpoint(path)
+  end_of_messages = len(data) - 17 if data[-17:-10] == b"crc_num" else len(data)
+  boundaries = {offset for *_, offset in interop._values(memoryview(data), end_of_messages)} | {end_of_messages}
+  truncated, prefixes = tmp_path / "t.ckpt", 0
+  for end in range(len(data)):
+    truncated.write_bytes(data[:end])
+    if end in boundaries - {0}:
+      try:
+        prefix = interop.load_mindspore_checkpoint(truncated)
+      except ValueError as error:
+        assert "bytes of content do not make a" in str(error)  # half a sliced tensor
+      else:
+        assert list(prefix) == list(full)[:len(prefix)]
+        prefixes += 1
+      continue
+    with pytest.raises(ValueError, match="is not a valid MindSpore checkpoint: at byte offset"):
+      interop.load_mindspore_checkpoint(truncated)
+  assert prefixes >= len(full) - 1
+
+
+@pytest.mark.parametrize("path", [*CHECKPOINTS, FIXTURES / "torch_decoder2d.pt", FIXTURES / "torch_decoders.npz"],
+                         ids=lambda p: p.name)
+def test_fuzzed_files_load_or_raise_value_error(path, tmp_path):
+  """Hundreds of mutations per file (flipped, inserted, deleted and overwritten bytes, splices): the reader
+  returns arrays or raises ValueError, nothing else."""
+  rng = np.random.default_rng(sum(path.name.encode()))
+  data, mutated = path.read_bytes(), tmp_path / "m.ckpt"
+  outcomes = {"loaded": 0, "ValueError": 0}
+  for _ in range(300):
+    buffer = bytearray(data)
+    for _ in range(rng.integers(1, 4)):
+      at = int(rng.integers(len(buffer)))
+      kind = rng.integers(5)
+      if kind == 0:
+        buffer[at] ^= 1 << int(rng.integers(8))
+      elif kind == 1:
+        buffer[at:at] = rng.bytes(int(rng.integers(1, 9)))
+      elif kind == 2:
+        del buffer[at:at + int(rng.integers(1, 9))]
+      elif kind == 3:
+        buffer[at] = int(rng.choice([0, 0x7F, 0x80, 0xFF]))
+      else:
+        buffer = buffer[:at] + buffer[int(rng.integers(len(buffer))):]
+    mutated.write_bytes(bytes(buffer))
+    try:
+      loaded = interop.load_mindspore_checkpoint(mutated)
+    except ValueError as error:
+      assert str(mutated) in str(error) and "byte offset" in str(error)
+      outcomes["ValueError"] += 1
+    else:
+      assert all(isinstance(v, np.ndarray) for v in loaded.values())
+      outcomes["loaded"] += 1
+  assert outcomes["ValueError"] > 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PyTorch state dicts
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_torch_state_dict_runs_our_model_to_pytorchs_output(name):
+  model, x, expected = _model(TORCH, name)
+  state_dict = torch.load(FIXTURES / f"torch_{name}.pt", weights_only=True)
+  params = interop.from_torch_state_dict(state_dict)
+  assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, model.init(jax.random.key(0), x)["params"])
+  assert_close(jax.jit(model.apply)({"params": params}, x), expected)
+
+
+def test_torch_bfloat16_and_1d_weights():
+  weight = torch.randn(4, 3, 5).to(torch.bfloat16)
+  params = interop.from_torch_state_dict({"up.weight": weight, "up.bias": torch.ones(3, dtype=torch.bfloat16)})
+  assert params["up"]["weight"].dtype == ml_dtypes.bfloat16 and params["up"]["weight"].shape == (4, 3, 1, 5)
+  np.testing.assert_array_equal(params["up"]["weight"][:, :, 0].astype(np.float32), weight.float().numpy())
+  assert params["up"]["bias"].shape == (3,)
+
+
+def test_interop_imports_no_jax():
+  """The module is loadable where only NumPy is (the fixture script loads it beside MindSpore)."""
+  source = pathlib.Path(interop.__file__).read_text()
+  assert "import jax" not in source and "from jax" not in source
