@@ -1,5 +1,6 @@
 """MindSpore's transposed-convolution layers, exact to the number, in JAX and Flax."""
 
+from convtranspose import convert as convert
 from convtranspose import initializers as initializers
 from convtranspose import interop as interop
 from convtranspose import sharding as sharding
@@ -21,6 +22,7 @@ __all__ = [
     "conv3d_transpose",
     "conv_transpose",
     "conv_transpose_output_shape",
+    "convert",
     "initializers",
     "interop",
     "sharding",

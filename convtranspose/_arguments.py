@@ -39,6 +39,10 @@ class Geometry:
     group: number of channel groups.
     channels_last: whether the channel axis of the input and output is the last one (``NHWC``) rather
       than axis 1 (``NCHW``). The weight's layout never changes.
+    pad_mode: ``'same'``, ``'valid'`` or ``'pad'``; read by `with_output_size`.
+    output_padding: ``(op_1, ..., op_n)``, already in ``padding``; read by `with_output_size`.
+    padding_mode: how the forward convolution pads: ``'zeros'``, ``'circular'``, ``'reflect'`` or
+      ``'replicate'`` (`PADDING_MODES`).
   """
 
   kernel_size: tuple[int, ...]
@@ -47,6 +51,9 @@ class Geometry:
   padding: tuple[tuple[int, int], ...]
   group: int
   channels_last: bool = False
+  pad_mode: str = "pad"
+  output_padding: tuple[int, ...] = ()
+  padding_mode: str = "zeros"
 
   def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
     """Spatial output shape for spatial ``input_shape``; see `convtranspose._shapes.output_shape`."""
@@ -150,6 +157,20 @@ def is_channels_last(data_format: Any, n: int) -> bool:
   return data_format == allowed[1]
 
 
+# ``padding_mode`` names (PyTorch's) and the `numpy.pad`/`jax.numpy.pad` mode each one means.
+PADDING_MODES = {"zeros": "constant", "circular": "wrap", "reflect": "reflect", "replicate": "edge"}
+
+
+def checked_padding_mode(value: Any, pad_mode: str) -> str:
+  """``value`` if it is one of `PADDING_MODES` and ``pad_mode`` pads at all (``'valid'`` pads nothing)."""
+  if not isinstance(value, str) or value not in PADDING_MODES:
+    raise ValueError(f"`padding_mode` must be one of {list(PADDING_MODES)}, but got {value!r}.")
+  if value != "zeros" and pad_mode == "valid":
+    raise ValueError(f"`padding_mode` {value!r} needs padding to act on, but `pad_mode` 'valid' pads nothing; "
+                     "use pad_mode 'same' or 'pad', or padding_mode 'zeros'.")
+  return value
+
+
 ALGORITHMS = ("auto", "dilated", "phase")
 
 
@@ -171,7 +192,7 @@ def channels_and_group(in_channels: Any, out_channels: Any, group: Any) -> None:
 
 
 def geometry(n: int, kernel_size: Any, stride: Any, pad_mode: Any, padding: Any, dilation: Any, group: Any,
-             output_padding: Any = 0, data_format: Any = None) -> Geometry:
+             output_padding: Any = 0, data_format: Any = None, padding_mode: Any = "zeros") -> Geometry:
   """Validates MindSpore's arguments for ``n`` spatial dimensions and returns their `Geometry`."""
   kernel = int_tuple(kernel_size, n, "kernel_size")
   strides = int_tuple(stride, n, "stride")
@@ -188,4 +209,41 @@ def geometry(n: int, kernel_size: Any, stride: Any, pad_mode: Any, padding: Any,
           for k, s, d, p, op in zip(kernel, strides, dilations, pads, extra)),
       group=positive_int(group, "group"),
       channels_last=is_channels_last(data_format, n),
+      pad_mode=mode,
+      output_padding=extra,
+      padding_mode=checked_padding_mode(padding_mode, mode),
   )
+
+
+def with_output_size(geometry: Geometry, input_shape: tuple[int, ...], output_size: Any) -> Geometry:
+  """``geometry`` with the ``output_padding`` that makes the spatial output ``output_size`` (PyTorch's
+  ``forward(x, output_size)``).
+
+  Args:
+    geometry: a layer's `Geometry`, without ``output_padding`` of its own.
+    input_shape: the spatial input shape.
+    output_size: an int, or a tuple of the ``n`` spatial sizes; a whole output shape (``n + 2`` values, or
+      ``n + 1`` unbatched, in the layer's layout) is accepted too, so ``output_size=skip.shape`` works.
+
+  Raises:
+    TypeError: for a non-int size. ValueError: for a size outside the reachable range (named), or when the
+    layer has an ``output_padding`` of its own.
+  """
+  n = len(input_shape)
+  if isinstance(output_size, tuple) and len(output_size) in (n + 1, n + 2):
+    output_size = output_size[-n - 1:-1] if geometry.channels_last else output_size[-n:]
+  sizes = int_tuple(output_size, n, "output_size", minimum=0)
+  if any(geometry.output_padding):
+    raise ValueError(f"`output_size` and `output_padding` both set the extra rows; pass one, but got "
+                     f"output_size {output_size!r} and output_padding {geometry.output_padding}.")
+  lengths = geometry.output_shape(input_shape)
+  extra = []
+  for axis, (size, length, s, d) in enumerate(zip(sizes, lengths, geometry.stride, geometry.dilation)):
+    reachable = _shapes.reachable_output_lengths(length, s, d, geometry.pad_mode)
+    if size not in reachable:
+      raise ValueError(f"`output_size` {sizes} cannot be reached along spatial dimension {axis}: with pad_mode "
+                       f"{geometry.pad_mode!r}, stride {s} and dilation {d}, an input of spatial shape "
+                       f"{input_shape} gives lengths in [{reachable.start}, {reachable.stop - 1}], but got {size}.")
+    extra.append(size - length)
+  padding = tuple((lo, hi - op) for (lo, hi), op in zip(geometry.padding, extra))
+  return dataclasses.replace(geometry, padding=padding, output_padding=tuple(extra))

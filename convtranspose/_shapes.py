@@ -70,6 +70,15 @@ def output_length(input_length: int, kernel_size: int, stride: int, dilation: in
   return input_length * stride + dilated_kernel_size(kernel_size, dilation) - stride - (lo + hi)
 
 
+def reachable_output_lengths(length: int, stride: int, dilation: int, pad_mode: str) -> range:
+  """The output lengths ``output_padding`` can make from ``length`` (the length without it).
+
+  ``output_padding`` is an int in ``[0, max(stride, dilation))`` in ``pad`` mode, and 0 in the others, so
+  ``range(length, length + max(stride, dilation))`` and ``range(length, length + 1)``.
+  """
+  return range(length, length + (max(stride, dilation) if pad_mode == "pad" else 1))
+
+
 def lhs_dilated_padding(kernel_size: int, dilation: int, padding: tuple[int, int]) -> tuple[int, int]:
   """Padding of the stride-1 convolution over the ``s``-dilated input: ``(dk - 1 - lo, dk - 1 - hi)``.
 

@@ -14,6 +14,7 @@ One N-dimensional `conv_transpose` does the work; `conv1d_transpose`, `conv2d_tr
 ``'auto'`` picks one per backend and stride; see `_choose_algorithm`.
 """
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,8 +69,9 @@ def conv_transpose_output_shape(input_shape: Sequence[int], kernel_size: IntOrTu
 
 def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
                    pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, group: int = 1,
-                   *, output_padding: IntOrTuple = 0, data_format: str | None = None,
-                   precision: lax.PrecisionLike = None, algorithm: str = "auto") -> Array:
+                   *, output_padding: IntOrTuple = 0, output_size: IntOrTuple | None = None,
+                   padding_mode: str = "zeros", data_format: str | None = None, precision: lax.PrecisionLike = None,
+                   algorithm: str = "auto") -> Array:
   """N-dimensional transposed convolution with MindSpore's semantics (``nn.Conv{1,2,3}dTranspose``).
 
   The number of spatial dimensions ``n`` is ``weight.ndim - 2``. The result is the adjoint (the VJP with
@@ -104,6 +106,13 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: I
       of group ``g``. ``group == C_in == C_out`` is depthwise.
     output_padding: int or tuple of ``n`` ints, each in ``[0, max(stride, dilation))``: rows added at the
       high end of each spatial dimension; only with ``pad_mode='pad'``.
+    output_size: the spatial output shape to produce (an int, ``n`` ints, or a whole output shape such as
+      ``skip.shape``): picks the ``output_padding`` that gives it, as PyTorch's ``forward(x, output_size)``;
+      a size out of reach raises ValueError naming the reachable range.
+    padding_mode: ``'zeros'`` (default, MindSpore's), ``'circular'``, ``'reflect'`` or ``'replicate'``. The
+      result is the adjoint of the forward convolution whose input is padded by
+      ``jnp.pad(mode='wrap' | 'reflect' | 'edge')`` instead of zeros: the padded rows' contributions fold
+      back onto the rows they copy (for ``'circular'``, wrap-around accumulation on a periodic domain).
     data_format: ``'NCL'``/``'NLC'``, ``'NCHW'``/``'NHWC'`` or ``'NCDHW'``/``'NDHWC'`` for 1, 2, 3
       spatial dimensions; None (default) is channels-first. ``weight`` keeps its layout either way.
     precision: passed to `jax.lax.conv_general_dilated`.
@@ -135,13 +144,14 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: I
     raise ValueError(f"`weight` must have shape (C_in, C_out // group, *kernel_size) with at least one spatial "
                      f"dimension, but got shape {weight_shape}.")
   geometry = _arguments.geometry(len(weight_shape) - 2, weight_shape[2:], stride, pad_mode, padding, dilation, group,
-                                 output_padding, data_format)
-  return _conv_transpose(x, weight, bias, geometry, precision, _arguments.checked_algorithm(algorithm))
+                                 output_padding, data_format, padding_mode)
+  return _conv_transpose(x, weight, bias, geometry, precision, _arguments.checked_algorithm(algorithm), output_size)
 
 
 def conv1d_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
                      pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, group: int = 1,
-                     *, output_padding: IntOrTuple = 0, data_format: str | None = None,
+                     *, output_padding: IntOrTuple = 0, output_size: IntOrTuple | None = None,
+                     padding_mode: str = "zeros", data_format: str | None = None,
                      precision: lax.PrecisionLike = None, algorithm: str = "auto") -> Array:
   """`conv_transpose` for ``x`` of shape ``(N, C_in, L)``, ``weight`` ``(C_in, C_out // group, k)``.
 
@@ -149,12 +159,14 @@ def conv1d_transpose(x: Array, weight: Array, bias: Array | None = None, stride:
   """
   _check_rank(weight, 1)
   return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, output_padding=output_padding,
-                        data_format=data_format, precision=precision, algorithm=algorithm)
+                        output_size=output_size, padding_mode=padding_mode, data_format=data_format,
+                        precision=precision, algorithm=algorithm)
 
 
 def conv2d_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
                      pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, group: int = 1,
-                     *, output_padding: IntOrTuple = 0, data_format: str | None = None,
+                     *, output_padding: IntOrTuple = 0, output_size: IntOrTuple | None = None,
+                     padding_mode: str = "zeros", data_format: str | None = None,
                      precision: lax.PrecisionLike = None, algorithm: str = "auto") -> Array:
   """`conv_transpose` for ``x`` of shape ``(N, C_in, H, W)``, ``weight`` ``(C_in, C_out // group, kH, kW)``.
 
@@ -166,12 +178,14 @@ def conv2d_transpose(x: Array, weight: Array, bias: Array | None = None, stride:
   """
   _check_rank(weight, 2)
   return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, output_padding=output_padding,
-                        data_format=data_format, precision=precision, algorithm=algorithm)
+                        output_size=output_size, padding_mode=padding_mode, data_format=data_format,
+                        precision=precision, algorithm=algorithm)
 
 
 def conv3d_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
                      pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, group: int = 1,
-                     *, output_padding: IntOrTuple = 0, data_format: str | None = None,
+                     *, output_padding: IntOrTuple = 0, output_size: IntOrTuple | None = None,
+                     padding_mode: str = "zeros", data_format: str | None = None,
                      precision: lax.PrecisionLike = None, algorithm: str = "auto") -> Array:
   """`conv_transpose` for ``x`` of shape ``(N, C_in, D, H, W)``, ``weight`` ``(C_in, C_out // group, kD, kH, kW)``.
 
@@ -179,7 +193,8 @@ def conv3d_transpose(x: Array, weight: Array, bias: Array | None = None, stride:
   """
   _check_rank(weight, 3)
   return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, output_padding=output_padding,
-                        data_format=data_format, precision=precision, algorithm=algorithm)
+                        output_size=output_size, padding_mode=padding_mode, data_format=data_format,
+                        precision=precision, algorithm=algorithm)
 
 
 def _check_rank(weight: Any, n: int) -> None:
@@ -215,8 +230,10 @@ def _batch_shape(batch: int, channels: int, spatial: tuple[int, ...], channels_l
 
 
 def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _arguments.Geometry,
-                    precision: lax.PrecisionLike, algorithm: str = "auto") -> Array:
-  """The core: canonical arguments only, never re-validated beyond the operands' shapes."""
+                    precision: lax.PrecisionLike, algorithm: str = "auto",
+                    output_size: IntOrTuple | None = None) -> Array:
+  """The core: canonical arguments only, never re-validated beyond the operands' shapes (and
+  ``output_size``, which needs the input's)."""
   x, weight = jnp.asarray(x), jnp.asarray(weight)
   bias = None if bias is None else jnp.asarray(bias)
   n = weight.ndim - 2
@@ -231,6 +248,8 @@ def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _argu
   dtype = jnp.result_type(*(a for a in (x, weight, bias) if a is not None))
   x, weight = x.astype(dtype), weight.astype(dtype)
   in_spatial = tuple(x.shape[axis] for axis in _data_axes(n, geometry.channels_last)[2:])
+  if output_size is not None:
+    geometry = _arguments.with_output_size(geometry, in_spatial, output_size)
   out_spatial = geometry.output_shape(in_spatial)
   out_shape = _batch_shape(x.shape[0], out_channels, out_spatial, geometry.channels_last)
 
@@ -238,10 +257,43 @@ def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _argu
     y = jnp.zeros(out_shape, dtype)  # nothing to convolve: no input reaches any output
   else:
     compute = _phase if _choose_algorithm(algorithm, geometry) == "phase" else _lhs_dilated
-    y = compute(x, weight, geometry, out_spatial, precision)
+    if geometry.padding_mode == "zeros":
+      y = compute(x, weight, geometry, out_spatial, precision)
+    else:  # the zero-padded adjoint of the unpadded convolution, then the padding's adjoint
+      unpadded = dataclasses.replace(geometry, padding=((0, 0),) * n)
+      y = compute(x, weight, unpadded, unpadded.output_shape(in_spatial), precision)
+      y = _fold_padding(y, geometry, out_spatial)
   if bias is not None:
     y = y + bias.astype(dtype).reshape(_batch_shape(1, out_channels, (1,) * n, geometry.channels_last))
   return y[0] if unbatched else y
+
+
+def _fold_padding(y: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...]) -> Array:
+  """The adjoint of padding by `jnp.pad` with ``geometry.padding_mode``, one spatial axis at a time.
+
+  The forward convolution's input ``z`` (``out`` rows, ``output_padding`` included) is padded by the layer's
+  ``(lo, hi)`` (before ``output_padding``; cropped where negative) to ``out + lo + hi`` rows, row ``i`` a copy
+  of row ``source[i]`` (the padded ``arange``). ``y`` is the transposed convolution of that padded input
+  (``(L - 1) * s + dk`` rows, then zeros for the rows no window reaches); its adjoint adds each padded row
+  onto the row it copies, and puts zeros in the cropped rows.
+  """
+  mode = _arguments.PADDING_MODES[geometry.padding_mode]
+  layer_padding = [(lo, hi + op) for (lo, hi), op in zip(geometry.padding, geometry.output_padding)]
+  for axis, (out, (lo, hi)) in zip(_data_axes(len(out_spatial), geometry.channels_last)[2:],
+                                   zip(out_spatial, layer_padding)):
+    # Only 'same' with dk < s crops (hi = dk - s), leaving (L - 1) * s + dk >= 1 rows to pad from.
+    before, after, kept = max(lo, 0), max(hi, 0), out - max(-lo, 0) - max(-hi, 0)
+    y = lax.pad(y, jnp.zeros((), y.dtype), [(0, 0, 0)] * axis + [(0, out + lo + hi - y.shape[axis], 0)]
+                + [(0, 0, 0)] * (y.ndim - axis - 1))
+    source = np.pad(np.arange(kept), (before, after), mode=mode)
+    folded = lax.slice_in_dim(y, before, before + kept, axis=axis)
+    border = np.r_[0:before, before + kept:len(source)]
+    if border.size:
+      index = (slice(None),) * axis + (source[border],)
+      folded = folded.at[index].add(jnp.take(y, border, axis=axis))
+    y = lax.pad(folded, jnp.zeros((), y.dtype), [(0, 0, 0)] * axis + [(max(-lo, 0), max(-hi, 0), 0)]
+                + [(0, 0, 0)] * (y.ndim - axis - 1))
+  return y
 
 
 def _lhs_dilated(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],

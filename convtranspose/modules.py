@@ -41,6 +41,9 @@ class _ConvTranspose(nn.Module):
     param_dtype: parameter dtype. Default float32.
     precision: passed to `jax.lax.conv_general_dilated`.
     algorithm: ``'auto'`` (default), ``'dilated'`` or ``'phase'``; see `convtranspose.conv_transpose`.
+    padding_mode: ``'zeros'`` (default), ``'circular'``, ``'reflect'`` or ``'replicate'``: the layer is the
+      adjoint of the forward convolution that pads with ``jnp.pad`` in that mode; see
+      `convtranspose.conv_transpose`.
     logical_axes: create ``weight`` and ``bias`` as `flax.linen.LogicallyPartitioned` values with the logical
       axis names of `convtranspose.sharding`, for sharding with a `jax.sharding.Mesh`. Default False
       (plain arrays, as MindSpore's parameters).
@@ -70,9 +73,14 @@ class _ConvTranspose(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, output_size: IntOrTuple | None = None) -> jax.Array:
     """Applies the layer to ``x`` of shape ``(N, C_in, *spatial)`` (channels-last: ``(N, *spatial, C_in)``;
-    unbatched: no ``N``); returns ``(N, C_out, *out_spatial)`` in the same layout."""
+    unbatched: no ``N``); returns ``(N, C_out, *out_spatial)`` in the same layout.
+
+    ``output_size`` (spatial sizes, or a whole output shape such as ``skip.shape``) picks the
+    ``output_padding`` that gives that output, as PyTorch's ``forward(x, output_size)``; the layer's own
+    ``output_padding`` must then be 0. Sizes out of reach raise ValueError naming the range.
+    """
     geometry, weight_shape, weight_init, bias_init = _canonical(self)
     if self.logical_axes:
       weight_init = nn.with_logical_partitioning(weight_init, sharding.weight_axes(len(weight_shape)))
@@ -81,7 +89,7 @@ class _ConvTranspose(nn.Module):
     bias = self.param("bias", bias_init, (self.out_channels,), self.param_dtype) if self.has_bias else None
     weight = jnp.reshape(weight, (*weight_shape[:2], *geometry.kernel_size))  # drops a 1-D layer's unit height
     x, weight, bias = promote_dtype(x, weight, bias, dtype=self.dtype)
-    return _conv_transpose(x, weight, bias, geometry, self.precision, self.algorithm)
+    return _conv_transpose(x, weight, bias, geometry, self.precision, self.algorithm, output_size)
 
 
 def _canonical(
@@ -98,7 +106,8 @@ def _canonical(
   """
   _arguments.channels_and_group(layer.in_channels, layer.out_channels, layer.group)
   geometry = _arguments.geometry(layer.num_spatial_dims, layer.kernel_size, layer.stride, layer.pad_mode,
-                                 layer.padding, layer.dilation, layer.group, layer.output_padding, layer.data_format)
+                                 layer.padding, layer.dilation, layer.group, layer.output_padding, layer.data_format,
+                                 layer.padding_mode)
   _arguments.checked_algorithm(layer.algorithm)
   for name in ("has_bias", "logical_axes"):
     value = getattr(layer, name)
@@ -131,6 +140,7 @@ class _BiasThenOutputPadding(_ConvTranspose):
   precision: lax.PrecisionLike = None
   algorithm: str = "auto"
   logical_axes: bool = False
+  padding_mode: str = "zeros"
 
 
 class Conv1dTranspose(_BiasThenOutputPadding):
@@ -220,5 +230,6 @@ class Conv3dTranspose(_ConvTranspose):
   precision: lax.PrecisionLike = None
   algorithm: str = "auto"
   logical_axes: bool = False
+  padding_mode: str = "zeros"
 
   num_spatial_dims: ClassVar[int] = 3

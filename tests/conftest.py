@@ -4,6 +4,9 @@ import json
 import os
 import pathlib
 
+# Keras 3 (tests/test_convert.py) on JAX, whatever the machine's Keras configuration says; set before any import.
+os.environ["KERAS_BACKEND"] = "jax"
+
 import hypothesis
 import jax
 import numpy as np
