@@ -77,7 +77,16 @@ def main() -> None:
     same = jnp.array_equal(net.apply({"params": params}, x), net.apply(variables, x))
     print("   the reloaded layer computes the same:", bool(same))
 
-  print("\n8. Never aborts: a shape on which XLA kills Flax's nn.ConvTranspose")
+  print("\n8. Beyond MindSpore: output_size, circular padding, the layer in Flax's and PyTorch's terms")
+  up = ct.Conv2dTranspose(3, 8, 3, stride=2, pad_mode="pad", padding=1, padding_mode="circular")
+  skip = jnp.ones((1, 8, 32, 32))
+  image = jnp.ones((1, 3, 16, 16))
+  print("   Conv2dTranspose(3, 8, 3, stride=2, padding=1, padding_mode='circular'), output_size=skip.shape ->",
+        up.apply(up.init(jax.random.key(6), image), image, output_size=skip.shape).shape)
+  print("   Flax nn.ConvTranspose padding:", ct.convert.flax_padding("pad", 1, (3, 3), 2, output_padding=1),
+        "  PyTorch (padding, output_padding):", ct.convert.torch_padding("pad", 1, (3, 3), 2, output_padding=1))
+
+  print("\n9. Never aborts: a shape on which XLA kills Flax's nn.ConvTranspose")
   child = subprocess.run([sys.executable, "-c", _FLAX_ABORT], capture_output=True, text=True)
   flax_result = child.stdout.strip() if child.returncode == 0 else f"process died (exit code {child.returncode})"
   ours = ct.conv2d_transpose(jnp.ones((1, 1, 2, 13)), jnp.ones((1, 1, 5, 2)), stride=2, pad_mode="pad", padding=1)
