@@ -41,12 +41,12 @@ class _ConvTranspose(nn.Module):
     param_dtype: parameter dtype. Default float32.
     precision: passed to `jax.lax.conv_general_dilated`.
     algorithm: ``'auto'`` (default), ``'dilated'`` or ``'phase'``; see `convtranspose.conv_transpose`.
-    padding_mode: ``'zeros'`` (default), ``'circular'``, ``'reflect'`` or ``'replicate'``: the layer is the
-      adjoint of the forward convolution that pads with ``jnp.pad`` in that mode; see
-      `convtranspose.conv_transpose`.
     logical_axes: create ``weight`` and ``bias`` as `flax.linen.LogicallyPartitioned` values with the logical
       axis names of `convtranspose.sharding`, for sharding with a `jax.sharding.Mesh`. Default False
       (plain arrays, as MindSpore's parameters).
+    padding_mode: ``'zeros'`` (default), ``'circular'``, ``'reflect'`` or ``'replicate'``: the layer is the
+      adjoint of the forward convolution that pads with ``jnp.pad`` in that mode; see
+      `convtranspose.conv_transpose`.
 
   Every argument is checked at construction, raising MindSpore's exception types. The input may lack the
   batch axis (one unbatched example); the output then lacks it too.

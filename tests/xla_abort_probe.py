@@ -38,8 +38,8 @@ def paddings(mode, kernel, dilation):
 
 
 def configurations():
-  """``(pad_mode, ((L, k, s, d, pad) per dimension), channels, group[, output_padding, data_format])``, every
-  small case, in order. ``output_padding`` moves the high padding, so it is swept with the paddings above plus
+  """``(pad_mode, ((L, k, s, d, pad) per dimension), channels, group[, output_padding, data_format,
+  padding_mode])``, every small case, in order. ``output_padding`` moves the high padding, so it is swept with the paddings above plus
   ``(dk - 1, dk - 1 + output_padding)``, which leaves the lhs-dilated convolution unpadded, channels-last."""
   for mode in ("same", "valid", "pad"):
     companion = COMPANIONS[mode]
@@ -50,6 +50,9 @@ def configurations():
         yield mode, (companion, swept), 1, 1
         yield mode, (companion, swept), 2, 2
         yield mode, (swept, swept), 1, 1
+      if mode != "valid":  # a padding_mode convolves unpadded (lhs padding dk - 1 on both sides), then folds
+        swept = (length, kernel, stride, dilation, (1, 1) if mode == "pad" else (0, 0))
+        yield mode, (swept, companion), 1, 1, (0, 0), "NCHW", "circular"
       if mode != "pad":
         continue
       edge = dilation * (kernel - 1)
@@ -60,7 +63,8 @@ def configurations():
           yield mode, (companion, swept), 2, 2, (0, output_padding), "NHWC"
 
 
-def run(mode, dims, channels, group, output_padding=(0, 0), data_format="NCHW", algorithm="dilated"):
+def run(mode, dims, channels, group, output_padding=(0, 0), data_format="NCHW", padding_mode="zeros",
+        algorithm="dilated"):
   (lengths, kernels, strides, dilations, pads) = zip(*dims)
   padding = tuple(p for pair in pads for p in pair) if mode == "pad" else 0
   x = jnp.ones((1, channels, *lengths))
@@ -70,7 +74,7 @@ def run(mode, dims, channels, group, output_padding=(0, 0), data_format="NCHW", 
 
   def loss(x, w):
     y = ct.conv2d_transpose(x, w, None, strides, mode, padding, dilations, group, output_padding=output_padding,
-                            data_format=data_format, algorithm=algorithm)
+                            padding_mode=padding_mode, data_format=data_format, algorithm=algorithm)
     return jnp.sum(y * y), y
 
   try:
