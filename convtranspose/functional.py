@@ -8,8 +8,9 @@ One N-dimensional `conv_transpose` does the work; `conv1d_transpose`, `conv2d_tr
   values crop);
 * ``'phase'``, the sub-pixel decomposition: one stride-1 convolution of the undilated input with
   ``prod(stride)`` times the output channels, one block per output phase, interleaved (depth-to-space) and
-  cropped. It never multiplies the inserted zeros, never builds the dilated input, and its weight gradient
-  stays on XLA's fast CPU path.
+  cropped. It never multiplies the inserted zeros and never builds the dilated input; on CPU its stride-1
+  convolution is one matrix product of the input's patches, so that it and both gradients run on XLA's
+  fast matrix-multiply path (see `_valid_convolution`).
 
 ``'auto'`` picks one per backend and stride; see `_choose_algorithm`.
 """
@@ -333,10 +334,10 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry) -> str:
   """``algorithm``, with ``'auto'`` resolved for the default backend.
 
   Measured on 2 CPU cores (XLA's Eigen convolutions; ``benchmarks/results/cpu-fp32.json`` and
-  ``cpu-bf16.json``): with a stride above 1 the phase decomposition takes 0.53x the reference's forward time
-  (geometric mean over ten layers; 0.01x-1.33x) and 0.12x its training step, where the lhs-dilated weight
-  gradient falls off XLA's fast path (32x256->128 8x8 k4 s2: 574 ms vs 61 ms). In bfloat16 its forward pass
-  is slower on several 2-D layers (up to 1.8x), but its training step is still 0.14x: one rule serves both.
+  ``cpu-bf16.json``): with a stride above 1 the phase decomposition takes 0.52x the reference's forward time
+  (geometric mean over ten layers; 0.01x-1.39x) and 0.05x its training step, where the lhs-dilated weight
+  gradient falls off XLA's fast path (32x256->128 8x8 k4 s2: 628 ms vs 36 ms). In bfloat16 alike (0.57x and
+  0.06x), though its forward pass is slower on a few 2-D layers (up to 1.4x): one rule serves both.
   At stride 1 there are no phases and no inserted zeros; the reference is as fast. On GPU
   the lhs-dilated form with the kernel reversed in-graph reaches cuDNN's backward-data kernel; that backend
   keeps the reference until the H100 measurements of the benchmark suite decide otherwise.
@@ -382,12 +383,7 @@ def _phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: 
   if not geometry.channels_last:
     x = jnp.moveaxis(x, 1, -1)
   x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((*plan.padding, 0) for plan in plans), (0, 0, 0)])
-  data_spec = _data_axes(n, channels_last=True)  # the phase convolution always runs channels-last
-  y = lax.conv_general_dilated(
-      x, kernel, window_strides=(1,) * n, padding=[(0, 0)] * n,
-      dimension_numbers=lax.ConvDimensionNumbers(lhs_spec=data_spec, rhs_spec=(n + 1, n, *range(n)),
-                                                 out_spec=data_spec),
-      feature_group_count=group, precision=precision)
+  y = _valid_convolution(x, kernel, group, precision)
   # Depth-to-space: (N, *Q, G, *s, C // G) -> (N, Q_1, s_1, ..., Q_n, s_n, G, C // G) -> (N, *(Q * s), C).
   batch, lengths = y.shape[0], [plan.length for plan in plans]
   y = y.reshape(batch, *lengths, group, *geometry.stride, out_per_group)
@@ -397,6 +393,35 @@ def _phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: 
   y = lax.slice(y, (0, *(plan.crop for plan in plans), 0),
                 (batch, *(plan.crop + out for plan, out in zip(plans, out_spatial)), group * out_per_group))
   return y if geometry.channels_last else jnp.moveaxis(y, -1, 1)
+
+
+def _valid_convolution(x: Array, kernel: Array, group: int, precision: lax.PrecisionLike) -> Array:
+  """Stride-1 unpadded convolution, channels-last: ``x`` ``(N, *L, C)``, ``kernel`` ``(*K, C // G, M)``.
+
+  On CPU, with one group and two or three spatial dimensions, it is one matrix product of the patches,
+  ``y[p, m] = sum_{t, c} x[p + t, c] * kernel[t, c, m]``, the ``prod(K)`` shifted windows of ``x``
+  concatenated along the channels (im2col). XLA's CPU convolution computes the forward pass as fast, but not
+  its weight gradient; the plain 2-D dot and the dots of its gradients stay on the fast matrix-multiply path.
+  Measured on 2 cores, training step (gradients of input and weight) with the convolution vs with the
+  product, fp32: 32x256->128 8x8 k4 s2 57 vs 39 ms, 8x128->64 32x32 k2 s2 42 vs 11 ms, 4x128->128 32x32 k3 s2
+  90 vs 30 ms, 2x32->16 8^3 k4 s2 7.9 vs 3.0 ms, forward passes equal; bfloat16 alike. The 1-D audio layers of
+  ``benchmarks/bench.py`` train faster with the convolution (4.2 vs 4.9 ms, 5.2 vs 5.7 ms), so they keep it.
+  The product holds ``prod(K)`` copies of the input. Elsewhere it is XLA's convolution (cuDNN on GPU).
+  """
+  n = kernel.ndim - 2
+  lengths = [length - k + 1 for length, k in zip(x.shape[1:-1], kernel.shape[:n])]
+  if group == 1 and n >= 2 and jax.default_backend() == "cpu":
+    windows = [lax.slice(x, (0, *start, 0), (x.shape[0], *(s + q for s, q in zip(start, lengths)), x.shape[-1]))
+               for start in np.ndindex(*kernel.shape[:n])]  # tap-major, as the kernel's (*K, C) rows
+    patches = jnp.concatenate(windows, axis=-1) if len(windows) > 1 else windows[0]
+    y = jnp.dot(patches.reshape(-1, patches.shape[-1]), kernel.reshape(-1, kernel.shape[-1]), precision=precision)
+    return y.reshape(x.shape[0], *lengths, kernel.shape[-1])
+  data_spec = _data_axes(n, channels_last=True)
+  return lax.conv_general_dilated(
+      x, kernel, window_strides=(1,) * n, padding=[(0, 0)] * n,
+      dimension_numbers=lax.ConvDimensionNumbers(lhs_spec=data_spec, rhs_spec=(n + 1, n, *range(n)),
+                                                 out_spec=data_spec),
+      feature_group_count=group, precision=precision)
 
 
 def _group_kernel(weight: Array, group: int) -> Array:

@@ -3,9 +3,12 @@
 import importlib.util
 import pathlib
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import convtranspose as ct
 from conftest import assert_close
 
 SPEC = importlib.util.spec_from_file_location(
@@ -31,3 +34,17 @@ def test_every_implementation_computes_the_same_layer(layer):
 
 def test_every_layer_of_the_suite_is_named_and_quick_is_a_subset():
   assert set(bench.QUICK) <= set(bench.LAYERS) and len(bench.LAYERS) >= 10
+
+
+@pytest.mark.parametrize("layer", [layer for layer in SMALL_LAYERS if len(layer[3]) >= 2 and layer[5] > 1])
+def test_the_cpu_training_step_stays_on_matrix_products(layer):
+  """The relapse the benchmark measures, caught without timing: XLA's CPU weight gradient of a convolution is
+  1.5-4x slower than that of a matrix product (`convtranspose.functional._valid_convolution`), so a strided
+  2-D or 3-D training step on CPU must compile to dots and no convolution."""
+  if jax.default_backend() != "cpu":
+    pytest.skip("the matrix-product formulation is the CPU choice; other backends keep XLA's convolution")
+  batch, c_in, c_out, spatial, k, s, p = layer
+  x, weight = jnp.ones((batch, c_in, *spatial)), jnp.ones((c_in, c_out, *(k,) * len(spatial)))
+  step = jax.jit(jax.grad(lambda x, w: jnp.sum(ct.conv_transpose(x, w, None, s, "pad", p) ** 2), argnums=(0, 1)))
+  hlo = step.lower(x, weight).compile().as_text()
+  assert " convolution(" not in hlo and " dot(" in hlo
