@@ -398,7 +398,7 @@ def _phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: 
 def _valid_convolution(x: Array, kernel: Array, group: int, precision: lax.PrecisionLike) -> Array:
   """Stride-1 unpadded convolution, channels-last: ``x`` ``(N, *L, C)``, ``kernel`` ``(*K, C // G, M)``.
 
-  On CPU, with one group and two or three spatial dimensions, it is one matrix product of the patches,
+  On CPU, with one group and two or more spatial dimensions, it is one matrix product of the patches,
   ``y[p, m] = sum_{t, c} x[p + t, c] * kernel[t, c, m]``, the ``prod(K)`` shifted windows of ``x``
   concatenated along the channels (im2col). XLA's CPU convolution computes the forward pass as fast, but not
   its weight gradient; the plain 2-D dot and the dots of its gradients stay on the fast matrix-multiply path.
