@@ -413,7 +413,7 @@ def _valid_convolution(x: Array, kernel: Array, group: int, precision: lax.Preci
   if group == 1 and n >= 2 and jax.default_backend() == "cpu":
     windows = [lax.slice(x, (0, *start, 0), (x.shape[0], *(s + q for s, q in zip(start, lengths)), x.shape[-1]))
                for start in np.ndindex(*kernel.shape[:n])]  # tap-major, as the kernel's (*K, C) rows
-    patches = jnp.concatenate(windows, axis=-1) if len(windows) > 1 else windows[0]
+    patches = jnp.concatenate(windows, axis=-1)
     y = jnp.dot(patches.reshape(-1, patches.shape[-1]), kernel.reshape(-1, kernel.shape[-1]), precision=precision)
     return y.reshape(x.shape[0], *lengths, kernel.shape[-1])
   data_spec = _data_axes(n, channels_last=True)

@@ -39,8 +39,9 @@ def paddings(mode, kernel, dilation):
 
 def configurations():
   """``(pad_mode, ((L, k, s, d, pad) per dimension), channels, group[, output_padding, data_format,
-  padding_mode])``, every small case, in order. ``output_padding`` moves the high padding, so it is swept with the paddings above plus
-  ``(dk - 1, dk - 1 + output_padding)``, which leaves the lhs-dilated convolution unpadded, channels-last."""
+  padding_mode])``, every small case, in order. ``output_padding`` moves the high padding, so it is swept with
+  the paddings above plus ``(dk - 1, dk - 1 + output_padding)``, which leaves the lhs-dilated convolution
+  unpadded, channels-last."""
   for mode in ("same", "valid", "pad"):
     companion = COMPANIONS[mode]
     for length, kernel, stride, dilation in itertools.product(LENGTHS, KERNELS, STRIDES, DILATIONS):
