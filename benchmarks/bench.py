@@ -14,6 +14,12 @@ up, then timed over back-to-back calls; the median is reported, with its ratio t
 Implementations: ``ours NCHW`` (MindSpore's layout, ``algorithm='auto'``), ``ours NHWC``, ``ours dilated``
 (the lhs-dilated reference, NCHW), ``flax`` (``nn.ConvTranspose``, NHWC), ``lax`` (``jax.lax.conv_transpose``,
 NHWC, ``transpose_kernel=True``), ``torch`` (channels-first) and ``torch CL`` (channels-last memory format).
+
+One more column is not a layer: ``XLA matmul floor`` times a single XLA matrix product with exactly the
+layer's multiply-adds, ``(N * prod(L), C_in) @ (C_in, prod(k) * C_out)``, and its gradient step (two more such
+products). Any formulation built from XLA's kernels needs at least that much arithmetic at that speed, and
+more for moving data (patches, interleaving, layout), so where the floor is slower than the best peer, no
+XLA program can catch that peer.
 """
 
 import argparse
@@ -129,6 +135,19 @@ def runners(layer: tuple, dtype_name: str) -> dict:
   }
 
 
+FLOOR = "XLA matmul floor"
+
+
+def floor_runner(layer: tuple, dtype_name: str):
+  """``(forward, train)`` of one XLA matrix product with the layer's multiply-adds (see the module docstring)."""
+  batch, c_in, c_out, spatial, k, _, _ = layer
+  dtype = jnp.bfloat16 if dtype_name == "bf16" else jnp.float32
+  rng = np.random.default_rng(0)
+  rows = jnp.asarray(rng.standard_normal((batch * math.prod(spatial), c_in)), dtype)
+  columns = jnp.asarray(rng.standard_normal((c_in, k ** len(spatial) * c_out)) / math.sqrt(c_in), dtype)
+  return jax_runner(jnp.matmul, rows, columns)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--quick", action="store_true", help="three layers, fp32 only")
@@ -142,8 +161,9 @@ def main() -> None:
   for dtype_name in dtypes:
     for name in names:
       for phase_name, index in (("forward", 0), ("train", 1)):
+        implementations = {**runners(LAYERS[name], dtype_name), FLOOR: floor_runner(LAYERS[name], dtype_name)}
         timings = {impl: median_ms(run[index], args.repeats if index == 0 else max(3, args.repeats // 3))
-                   for impl, run in runners(LAYERS[name], dtype_name).items()}
+                   for impl, run in implementations.items()}
         best_peer = min(timings[peer] for peer in PEERS)
         row = dict(layer=name, dtype=dtype_name, pass_=phase_name, ms=timings,
                    ratio_to_best_peer={impl: t / best_peer for impl, t in timings.items()})
@@ -154,12 +174,12 @@ def main() -> None:
   summary = {}
   for dtype_name in dtypes:
     for phase_name in ("forward", "train"):
-      ratios = [r["ratio_to_best_peer"]["ours NCHW"] for r in rows if r["dtype"] == dtype_name and
-                r["pass_"] == phase_name]
-      summary[f"{dtype_name} {phase_name}"] = dict(geomean=math.exp(statistics.fmean(map(math.log, ratios))),
-                                                   worst=max(ratios))
+      selected = [r for r in rows if r["dtype"] == dtype_name and r["pass_"] == phase_name]
+      summary[f"{dtype_name} {phase_name}"] = {impl: geomean_and_worst([r["ratio_to_best_peer"][impl] for r in selected])
+                                               for impl in ("ours NCHW", "ours NHWC", FLOOR)}
   for key, value in summary.items():
-    print(f"ours NCHW / best peer, {key}: geometric mean {value['geomean']:.2f}x, worst {value['worst']:.2f}x")
+    print(f"{key}, time / best peer: " + "; ".join(f"{impl} geometric mean {v['geomean']:.2f}x, worst "
+                                                     f"{v['worst']:.2f}x" for impl, v in value.items()))
   if args.out:
     machine = dict(platform=platform.platform(), processor=platform.processor(), cpu_count=os.cpu_count(),
                    jax=jax.__version__, flax=flax.__version__,
@@ -168,6 +188,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(machine=machine, rows=rows, summary=summary), indent=1))
     plot(rows, args.out.with_suffix(".png"), machine)
+
+
+def geomean_and_worst(ratios: list) -> dict:
+  return dict(geomean=math.exp(statistics.fmean(map(math.log, ratios))), worst=max(ratios))
 
 
 def plot(rows: list, path: Path, machine: dict) -> None:

@@ -1,7 +1,7 @@
 """The transposed convolution as pure JAX functions, with MindSpore's semantics.
 
 One N-dimensional `conv_transpose` does the work; `conv1d_transpose`, `conv2d_transpose` and
-`conv3d_transpose` only fix the rank. Two algorithms compute the same numbers:
+`conv3d_transpose` only fix the rank. Three algorithms compute the same numbers:
 
 * ``'dilated'``, the reference formulation: a stride-1 convolution of the ``stride``-dilated input
   (``lhs_dilation``) with the spatially flipped kernel, padded by ``dk - 1 - pad`` on each side (negative
@@ -10,12 +10,16 @@ One N-dimensional `conv_transpose` does the work; `conv1d_transpose`, `conv2d_tr
   ``prod(stride)`` times the output channels, one block per output phase, interleaved (depth-to-space) and
   cropped. It never multiplies the inserted zeros and never builds the dilated input; on CPU its stride-1
   convolution is one matrix product of the input's patches, so that it and both gradients run on XLA's
-  fast matrix-multiply path (see `_valid_convolution`).
+  fast matrix-multiply path (see `_valid_convolution`);
+* ``'hybrid'``: ``'dilated'`` for the value alone, ``'phase'`` wherever JAX differentiates it (the
+  value and its derivatives both, in `jax.grad`, `jax.vjp`, `jax.jvp`), for layers whose forward pass
+  XLA computes faster from the dilated input while the phase derivatives stay fast.
 
-``'auto'`` picks one per backend and stride; see `_choose_algorithm`.
+``'auto'`` picks one per backend and layer; see `_choose_algorithm`.
 """
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from convtranspose import _arguments, _shapes
 
@@ -117,8 +122,8 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: I
     data_format: ``'NCL'``/``'NLC'``, ``'NCHW'``/``'NHWC'`` or ``'NCDHW'``/``'NDHWC'`` for 1, 2, 3
       spatial dimensions; None (default) is channels-first. ``weight`` keeps its layout either way.
     precision: passed to `jax.lax.conv_general_dilated`.
-    algorithm: ``'auto'`` (default), ``'dilated'`` or ``'phase'``: how XLA is asked to compute it (see the
-      module docstring); every choice gives the same result up to float rounding.
+    algorithm: ``'auto'`` (default), ``'dilated'``, ``'phase'`` or ``'hybrid'``: how XLA is asked to compute
+      it (see the module docstring); every choice gives the same result up to float rounding.
 
   Returns:
     ``(N, C_out, *out_spatial)`` (channels-last: ``(N, *out_spatial, C_out)``; unbatched: no ``N``), in the
@@ -257,7 +262,7 @@ def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _argu
   if 0 in out_shape or x.size == 0:
     y = jnp.zeros(out_shape, dtype)  # nothing to convolve: no input reaches any output
   else:
-    compute = _phase if _choose_algorithm(algorithm, geometry) == "phase" else _lhs_dilated
+    compute = _COMPUTE[_choose_algorithm(algorithm, geometry, weight.shape[0], out_channels)]
     if geometry.padding_mode == "zeros":
       y = compute(x, weight, geometry, out_spatial, precision)
     else:  # the zero-padded adjoint of the unpadded convolution, then the padding's adjoint
@@ -299,7 +304,15 @@ def _fold_padding(y: Array, geometry: _arguments.Geometry, out_spatial: tuple[in
 
 def _lhs_dilated(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
                  precision: lax.PrecisionLike) -> Array:
-  """``conv(dilate(x, stride), flip(W))``: the reference formulation, guarded against an XLA abort."""
+  """``conv(dilate(x, stride), flip(W))``: the reference formulation, guarded against an XLA abort.
+
+  On CPU it is computed channels-last, the layout XLA's CPU convolutions run fastest (forward, fp32,
+  channels-first input: 4x128->128 32x32 k3 s2 7.4 ms through NHWC vs 8.8 ms in NCHW, 8x128->64 32x32
+  k2 s2 3.9 vs 4.5 ms): a channels-first caller pays one transpose each way.
+  """
+  if not geometry.channels_last and jax.default_backend() == "cpu":
+    inside = dataclasses.replace(geometry, channels_last=True)
+    return jnp.moveaxis(_lhs_dilated(jnp.moveaxis(x, 1, -1), weight, inside, out_spatial, precision), -1, 1)
   n = weight.ndim - 2
   conv_padding = [
       _shapes.lhs_dilated_padding(k, d, pad)
@@ -330,22 +343,36 @@ def _lhs_dilated(x: Array, weight: Array, geometry: _arguments.Geometry, out_spa
   return y
 
 
-def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry) -> str:
-  """``algorithm``, with ``'auto'`` resolved for the default backend.
+def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels: int, out_channels: int) -> str:
+  """``algorithm``, with ``'auto'`` resolved for the default backend and the layer.
 
-  Measured on 2 CPU cores (XLA's Eigen convolutions; ``benchmarks/results/cpu-fp32.json`` and
-  ``cpu-bf16.json``): with a stride above 1 the phase decomposition takes 0.52x the reference's forward time
-  (geometric mean over ten layers; 0.01x-1.39x) and 0.05x its training step, where the lhs-dilated weight
-  gradient falls off XLA's fast path (32x256->128 8x8 k4 s2: 628 ms vs 36 ms). In bfloat16 alike (0.57x and
-  0.06x), though its forward pass is slower on a few 2-D layers (up to 1.4x): one rule serves both.
-  At stride 1 there are no phases and no inserted zeros; the reference is as fast. On GPU
-  the lhs-dilated form with the kernel reversed in-graph reaches cuDNN's backward-data kernel; that backend
-  keeps the reference until the H100 measurements of the benchmark suite decide otherwise.
+  Measured on 2 CPU cores (``benchmarks/results/cpu-fp32.json`` and ``cpu-bf16.json``): with a stride above 1,
+  ``'auto'`` takes 0.51x the reference's forward time (geometric mean over ten layers; 0.01x-1.26x) and
+  0.05x its training step, where the lhs-dilated weight gradient falls off XLA's fast path (32x256->128 8x8
+  k4 s2: 582 ms vs 31 ms). In bfloat16 alike (0.57x and 0.05x).
+  Its forward pass loses in two dimensions where the kernel's taps leave holes in the phase kernel
+  (``k % s != 0`` without dilation) and the input has at least as many channels as the output; there
+  ``'hybrid'`` keeps the dilated forward pass and the phase derivatives. ``python benchmarks/algorithms.py``
+  (NCHW input, fp32, forward, hybrid vs phase): 32x512->256 4x4 k3 s2 7.5 vs 21.4 ms, 8x128->128 16x16 k3
+  s2 4.5 vs 6.8, 4x128->128 32x32 k3 s2 8.8 vs 11.4, 8x128->64 16x16 k5 s2 4.4 vs 6.9, 8x96->96 16x16 k6
+  s4 9.9 vs 12.8; training steps equal. Not with more output channels (8x64->256 32x32 k3 s2: 89 vs 70
+  ms), nor where the taps tile (8x64->64 32x32 k4 s2: 25 vs 6.8 ms), nor in one dimension (split: 1.08 vs
+  0.99 ms, 0.83 vs 0.98 ms), nor in three, where XLA's CPU lhs-dilated convolution is a naive loop
+  (2x32->16 8^3 k4 s2: 95 vs 0.92 ms). At stride 1 there are no phases and no inserted zeros; the
+  reference is as fast. On GPU the lhs-dilated form with the kernel reversed in-graph reaches cuDNN's
+  backward-data kernel; that backend keeps the reference until the H100 measurements of the benchmark
+  suite decide otherwise.
   """
   if algorithm != "auto":
     return algorithm
-  strided = any(s > 1 for s in geometry.stride)
-  return "phase" if strided and jax.default_backend() == "cpu" else "dilated"
+  if jax.default_backend() != "cpu" or all(s == 1 for s in geometry.stride):
+    return "dilated"
+  # The phase kernel has s * ((k - 1) * d // s + 1) slots per dimension for k taps (`_shapes.phase_plan`).
+  holes = any(s * ((k - 1) * d // s + 1) > k for k, s, d in zip(geometry.kernel_size, geometry.stride,
+                                                                geometry.dilation))
+  if holes and len(geometry.stride) == 2 and geometry.group == 1 and in_channels >= out_channels:
+    return "hybrid"
+  return "phase"
 
 
 def _phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
@@ -395,6 +422,29 @@ def _phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: 
   return y if geometry.channels_last else jnp.moveaxis(y, -1, 1)
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _hybrid(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
+            precision: lax.PrecisionLike) -> Array:
+  """`_lhs_dilated` as a value; differentiated, `_phase` (see `_phase_jvp`)."""
+  return _lhs_dilated(x, weight, geometry, out_spatial, precision)
+
+
+@functools.partial(_hybrid.defjvp, symbolic_zeros=True)
+def _phase_jvp(geometry, out_spatial, precision, primals, tangents):
+  """``f(x, W)`` is bilinear: ``df = f(dx, W) + f(x, dW)``, every term by the phase decomposition.
+
+  The value is recomputed by the phases too, so that reverse mode shares their patches between the value
+  and the weight gradient, as `_phase` alone would; the dilated value is only for undifferentiated calls.
+  A tangent JAX knows to be zero (an argument not differentiated) costs nothing.
+  """
+  x, weight = primals
+  compute = functools.partial(_phase, geometry=geometry, out_spatial=out_spatial, precision=precision)
+  y = compute(x, weight)
+  terms = [compute(*args) for args, tangent in (((tangents[0], weight), tangents[0]), ((x, tangents[1]), tangents[1]))
+           if not isinstance(tangent, SymbolicZero)]
+  return y, functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
+
+
 def _valid_convolution(x: Array, kernel: Array, group: int, precision: lax.PrecisionLike) -> Array:
   """Stride-1 unpadded convolution, channels-last: ``x`` ``(N, *L, C)``, ``kernel`` ``(*K, C // G, M)``.
 
@@ -422,6 +472,9 @@ def _valid_convolution(x: Array, kernel: Array, group: int, precision: lax.Preci
       dimension_numbers=lax.ConvDimensionNumbers(lhs_spec=data_spec, rhs_spec=(n + 1, n, *range(n)),
                                                  out_spec=data_spec),
       feature_group_count=group, precision=precision)
+
+
+_COMPUTE = {"dilated": _lhs_dilated, "phase": _phase, "hybrid": _hybrid}
 
 
 def _group_kernel(weight: Array, group: int) -> Array:

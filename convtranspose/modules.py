@@ -40,7 +40,8 @@ class _ConvTranspose(nn.Module):
     dtype: computation dtype; None promotes the input and the parameters (as Flax's layers do).
     param_dtype: parameter dtype. Default float32.
     precision: passed to `jax.lax.conv_general_dilated`.
-    algorithm: ``'auto'`` (default), ``'dilated'`` or ``'phase'``; see `convtranspose.conv_transpose`.
+    algorithm: ``'auto'`` (default), ``'dilated'``, ``'phase'`` or ``'hybrid'``; see
+      `convtranspose.conv_transpose`.
     logical_axes: create ``weight`` and ``bias`` as `flax.linen.LogicallyPartitioned` values with the logical
       axis names of `convtranspose.sharding`, for sharding with a `jax.sharding.Mesh`. Default False
       (plain arrays, as MindSpore's parameters).

@@ -15,6 +15,7 @@ from jax import lax
 
 import convtranspose as ct
 from conftest import assert_close
+from convtranspose import _arguments, functional
 
 # ---------------------------------------------------------------------------------------------------------
 # All-ones cases, checkable by hand: each output element counts the (input, kernel tap) pairs that reach it.
@@ -144,7 +145,7 @@ def random_operands(layer, seed, batch=2):
   return x, weight, z
 
 
-ALGORITHMS = ("dilated", "phase")
+ALGORITHMS = ("dilated", "phase", "hybrid")
 
 
 def apply(layer, x, weight, bias=None, **kwargs):
@@ -470,9 +471,59 @@ def test_phase_gradients_equal_dilated_gradients_in_a_module():
   jax.tree.map(assert_close, grads[1], grads[0])
 
 
+@settings(deadline=None, max_examples=12)
+@given(layer=layers(), seed=st.integers(0, 2**16))
+def test_hybrid_is_dilated_as_a_value_and_phase_under_differentiation(layer, seed):
+  """'hybrid' returns the reference's very numbers when not differentiated; its derivatives, in forward and
+  reverse mode and of second order, are the phase decomposition's, hence equal to the reference's."""
+  x, weight, z = random_operands(layer, seed)
+
+  def layer_of(algorithm):
+    return functools.partial(apply, layer, algorithm=algorithm)
+
+  def loss_of(algorithm):
+    return lambda x, w: jnp.vdot(z, jnp.sin(layer_of(algorithm)(x, w)))
+
+  def second_order(algorithm):  # d/dW of |d loss / dx|^2
+    return jax.grad(lambda w: jnp.sum(jax.grad(loss_of(algorithm))(x, w) ** 2))(weight)
+
+  np.testing.assert_array_equal(jax.jit(layer_of("hybrid"))(x, weight), jax.jit(layer_of("dilated"))(x, weight))
+  tangents = jax.random.normal(jax.random.key(seed), x.shape), jnp.flip(weight)
+  hybrid_jvp = jax.jvp(layer_of("hybrid"), (x, weight), tangents)
+  hybrid_grads = jax.grad(loss_of("hybrid"), (0, 1))(x, weight)
+  hybrid_second = second_order("hybrid")
+  for algorithm in ("phase", "dilated"):
+    jax.tree.map(assert_close, hybrid_jvp, jax.jvp(layer_of(algorithm), (x, weight), tangents))
+    jax.tree.map(assert_close, hybrid_grads, jax.grad(loss_of(algorithm), (0, 1))(x, weight))
+  assert_close(hybrid_second, second_order("dilated"))
+
+
+@pytest.mark.parametrize(("n", "kernel", "stride", "dilation", "group", "channels", "expected"), [
+    (2, 3, 2, 1, 1, (128, 128), "hybrid"),  # taps leave holes in the phases, C_in >= C_out
+    (2, 5, 2, 1, 1, (128, 64), "hybrid"),
+    (2, 3, (2, 1), 1, 1, (8, 8), "hybrid"),  # one dimension with holes suffices
+    (2, 3, 2, 1, 1, (64, 128), "phase"),  # more output channels: the phases' patches are the smaller side
+    (2, 4, 2, 1, 1, (256, 128), "phase"),  # the taps tile the phases
+    (2, 2, 2, 2, 1, (8, 8), "hybrid"),  # taps 0 and 2 both in phase 0: phase 1 all zeros
+    (2, 2, 2, 3, 1, (8, 8), "hybrid"),  # taps 0 and 3: phase kernels of two slots, one zero each
+    (2, 4, 2, 3, 1, (8, 8), "hybrid"),  # taps 0, 3, 6, 9: five slots per phase for two taps
+    (2, 4, 2, 1, 1, (8, 8), "phase"),
+    (2, 3, 2, 1, 2, (8, 8), "phase"),  # groups: measured only ungrouped
+    (1, 3, 2, 1, 1, (128, 64), "phase"),  # one dimension: the phases are faster
+    (3, 3, 2, 1, 1, (32, 16), "phase"),  # three: XLA's lhs-dilated convolution is a naive loop on CPU
+    (2, 3, 1, 1, 1, (8, 8), "dilated"),  # stride 1: nothing to decompose
+])
+def test_auto_on_cpu(n, kernel, stride, dilation, group, channels, expected):
+  """The rule `functional._choose_algorithm` derives from ``benchmarks/algorithms.py``, as a table."""
+  assert jax.default_backend() == "cpu"
+  geometry = _arguments.geometry(n, kernel, stride, "pad", 0, dilation, group)
+  assert functional._choose_algorithm("auto", geometry, *channels) == expected
+  assert functional._choose_algorithm("phase", geometry, *channels) == "phase"
+
+
 @pytest.mark.parametrize("algorithm", ["Phase", "fft", None])
 def test_unknown_algorithm(algorithm):
-  with pytest.raises(ValueError, match=r"`algorithm` must be one of \['auto', 'dilated', 'phase'\]"):
+  with pytest.raises(ValueError, match=r"`algorithm` must be one of \['auto', 'dilated', 'phase', 'hybrid'\]"):
     ct.conv2d_transpose(jnp.ones((1, 1, 2, 2)), jnp.ones((1, 1, 2, 2)), algorithm=algorithm)
   with pytest.raises(ValueError, match=r"`algorithm` must be one of"):
     ct.Conv2dTranspose(1, 1, 2, algorithm=algorithm)
