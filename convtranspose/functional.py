@@ -262,7 +262,7 @@ def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _argu
   if 0 in out_shape or x.size == 0:
     y = jnp.zeros(out_shape, dtype)  # nothing to convolve: no input reaches any output
   else:
-    compute = _COMPUTE[_choose_algorithm(algorithm, geometry, weight.shape[0], out_channels)]
+    compute = _COMPUTE[_choose_algorithm(algorithm, geometry, weight.shape[0], out_channels, dtype)]
     if geometry.padding_mode == "zeros":
       y = compute(x, weight, geometry, out_spatial, precision)
     else:  # the zero-padded adjoint of the unpadded convolution, then the padding's adjoint
@@ -343,7 +343,8 @@ def _lhs_dilated(x: Array, weight: Array, geometry: _arguments.Geometry, out_spa
   return y
 
 
-def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels: int, out_channels: int) -> str:
+def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels: int, out_channels: int,
+                      dtype: Any = jnp.float32) -> str:
   """``algorithm``, with ``'auto'`` resolved for the default backend and the layer.
 
   Measured on 2 CPU cores (``benchmarks/results/cpu-fp32.json`` and ``cpu-bf16.json``): with a stride above 1,
@@ -358,8 +359,11 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   s4 9.9 vs 12.8; training steps equal. Not with more output channels (8x64->256 32x32 k3 s2: 89 vs 70
   ms), nor where the taps tile (8x64->64 32x32 k4 s2: 25 vs 6.8 ms), nor in one dimension (split: 1.08 vs
   0.99 ms, 0.83 vs 0.98 ms), nor in three, where XLA's CPU lhs-dilated convolution is a naive loop
-  (2x32->16 8^3 k4 s2: 95 vs 0.92 ms). At stride 1 there are no phases and no inserted zeros; the
-  reference is as fast. On GPU the lhs-dilated form with the kernel reversed in-graph reaches cuDNN's
+  (2x32->16 8^3 k4 s2: 95 vs 0.92 ms). In bfloat16 and float16 the phases' matrix product runs on the
+  CPU's matrix units (`_valid_convolution`) and wins these layers too (bf16 forward, phase vs hybrid:
+  4x128->128 32x32 k3 s2 7.0 vs 7.8 ms, 8x128->128 16x16 k3 s2 2.9 vs 3.5 ms). At stride 1 there are no
+  phases and no inserted zeros; the reference is as fast (bf16 stride 1 8x64->64 16x16 k3: 1.1 vs 1.6 ms
+  forward, 2.6 vs 5.5 ms per training step). On GPU the lhs-dilated form with the kernel reversed in-graph reaches cuDNN's
   backward-data kernel; that backend keeps the reference until the H100 measurements of the benchmark
   suite decide otherwise.
   """
@@ -370,7 +374,8 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   # The phase kernel has s * ((k - 1) * d // s + 1) slots per dimension for k taps (`_shapes.phase_plan`).
   holes = any(s * ((k - 1) * d // s + 1) > k for k, s, d in zip(geometry.kernel_size, geometry.stride,
                                                                 geometry.dilation))
-  if holes and len(geometry.stride) == 2 and geometry.group == 1 and in_channels >= out_channels:
+  narrow = _accumulation_type(dtype) is not None
+  if holes and len(geometry.stride) == 2 and geometry.group == 1 and in_channels >= out_channels and not narrow:
     return "hybrid"
   return "phase"
 
@@ -455,17 +460,22 @@ def _valid_convolution(x: Array, kernel: Array, group: int, precision: lax.Preci
   Measured on 2 cores, training step (gradients of input and weight) with the convolution vs with the
   product, fp32: 32x256->128 8x8 k4 s2 57 vs 39 ms, 8x128->64 32x32 k2 s2 42 vs 11 ms, 4x128->128 32x32 k3 s2
   90 vs 30 ms, 2x32->16 8^3 k4 s2 7.9 vs 3.0 ms, forward passes equal; bfloat16 alike. The 1-D audio layers of
-  ``benchmarks/bench.py`` train faster with the convolution (4.2 vs 4.9 ms, 5.2 vs 5.7 ms), so they keep it.
+  ``benchmarks/bench.py`` train faster with the convolution in float32 (4.2 vs 4.9 ms, 5.2 vs 5.7 ms), so
+  they keep it there. In bfloat16 and float16 every rank takes the product, accumulated in float32
+  (`_accumulation_type`) and rounded once: XLA runs ``bf16 x bf16 -> f32`` products on the CPU's matrix units
+  (AMX on the benchmark machine) but not products with a bf16 result, which it also accumulates in float32
+  (the same error against float64). A 2592x1024x512 bf16 product: 1.8 ms vs 9.4 ms.
   The product holds ``prod(K)`` copies of the input. Elsewhere it is XLA's convolution (cuDNN on GPU).
   """
   n = kernel.ndim - 2
   lengths = [length - k + 1 for length, k in zip(x.shape[1:-1], kernel.shape[:n])]
-  if group == 1 and n >= 2 and jax.default_backend() == "cpu":
+  if group == 1 and (n >= 2 or _accumulation_type(x.dtype)) and jax.default_backend() == "cpu":
     windows = [lax.slice(x, (0, *start, 0), (x.shape[0], *(s + q for s, q in zip(start, lengths)), x.shape[-1]))
                for start in np.ndindex(*kernel.shape[:n])]  # tap-major, as the kernel's (*K, C) rows
     patches = jnp.concatenate(windows, axis=-1)
-    y = jnp.dot(patches.reshape(-1, patches.shape[-1]), kernel.reshape(-1, kernel.shape[-1]), precision=precision)
-    return y.reshape(x.shape[0], *lengths, kernel.shape[-1])
+    y = jnp.dot(patches.reshape(-1, patches.shape[-1]), kernel.reshape(-1, kernel.shape[-1]), precision=precision,
+                preferred_element_type=_accumulation_type(x.dtype))
+    return y.astype(x.dtype).reshape(x.shape[0], *lengths, kernel.shape[-1])
   data_spec = _data_axes(n, channels_last=True)
   return lax.conv_general_dilated(
       x, kernel, window_strides=(1,) * n, padding=[(0, 0)] * n,
@@ -521,3 +531,8 @@ def _operand_swap_guard(kernel_size: int, stride: int, dilation: int, conv_paddi
   forward_pattern = kernel_size == stride == 2 and dilation == 1
   weight_gradient_pattern = out_length == stride and dilation == stride - 1
   return int(forward_pattern or weight_gradient_pattern)
+
+
+def _accumulation_type(dtype: Any) -> Any:
+  """``float32`` for floats narrower than 32 bits (the product's accumulator), else None (the input's own)."""
+  return jnp.float32 if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32 else None

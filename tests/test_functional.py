@@ -364,6 +364,34 @@ def test_low_precision_inputs(dtype):
   assert_close(y, exact, dtype)
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+@pytest.mark.parametrize(("n", "stride", "kernel"), [(1, 4, 8), (1, 1, 3), (2, 2, 3), (2, 2, 4), (3, 2, 3)])
+def test_low_precision_is_rounded_once_from_a_float32_sum(n, stride, kernel, dtype, algorithm):
+  """Narrow inputs are multiplied exactly and summed in float32, then rounded once: against PyTorch in float64
+  on the same values, the error is half a unit in the last place of the result plus float32 rounding of the
+  sum of |terms| (PyTorch's transposed convolution of |x| and |W|), and no more."""
+  x = jax.random.normal(jax.random.key(n), (2, 32, *(6,) * n)).astype(dtype)
+  weight = (0.2 * jax.random.normal(jax.random.key(kernel), (32, 16, *(kernel,) * n))).astype(dtype)
+  y = ct.conv_transpose(x, weight, None, stride, "pad", 1, algorithm=algorithm)
+  assert y.dtype == dtype
+  exact, absolute = (TORCH_FUNCTIONS[n](torch.tensor(np.asarray(a, np.float64)), torch.tensor(np.asarray(w, np.float64)),
+                                        stride=stride, padding=1).numpy()
+                     for a, w in ((x, weight), (jnp.abs(x), jnp.abs(weight))))
+  half_unit = np.abs(exact) * 2.0 ** -(jnp.finfo(dtype).nmant + 1)
+  np.testing.assert_array_less(np.abs(np.asarray(y, np.float64) - exact), half_unit + 2.0**-20 * absolute + 1e-30)
+
+
+def test_low_precision_products_accumulate_in_float32_on_cpu():
+  """What puts bf16 products on the CPU's matrix units (`functional._valid_convolution`): bf16 operands, an f32
+  result, in the program JAX hands to XLA."""
+  assert jax.default_backend() == "cpu"
+  x, weight = jnp.ones((2, 8, 5, 5), jnp.bfloat16), jnp.ones((8, 4, 4, 4), jnp.bfloat16)
+  program = jax.jit(functools.partial(ct.conv2d_transpose, stride=2, pad_mode="pad", padding=1)).lower(x, weight)
+  assert re.search(r"dot_general.*\(tensor<\d+x\d+xbf16>, tensor<\d+x\d+xbf16>\) -> tensor<\d+x\d+xf32>",
+                   program.as_text())
+
+
 def test_mixed_dtypes_promote():
   y = ct.conv2d_transpose(jnp.ones((1, 1, 2, 2), jnp.bfloat16), jnp.ones((1, 1, 2, 2), jnp.float32))
   assert y.dtype == jnp.float32
@@ -519,6 +547,15 @@ def test_auto_on_cpu(n, kernel, stride, dilation, group, channels, expected):
   geometry = _arguments.geometry(n, kernel, stride, "pad", 0, dilation, group)
   assert functional._choose_algorithm("auto", geometry, *channels) == expected
   assert functional._choose_algorithm("phase", geometry, *channels) == "phase"
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_auto_on_cpu_in_low_precision_takes_the_phases(dtype):
+  """Their product runs on the matrix units in bf16 (`functional._valid_convolution`): no 'hybrid' there."""
+  for n in (1, 2):
+    geometry = _arguments.geometry(n, 3, 2, "pad", 0, 1, 1)
+    assert functional._choose_algorithm("auto", geometry, 128, 64, dtype) == "phase"
+  assert functional._choose_algorithm("auto", _arguments.geometry(2, 3, 1, "pad", 0, 1, 1), 8, 8, dtype) == "dilated"
 
 
 @pytest.mark.parametrize("algorithm", ["Phase", "fft", None])
