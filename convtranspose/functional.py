@@ -350,7 +350,7 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   Measured on 2 CPU cores (``benchmarks/results/cpu-fp32.json`` and ``cpu-bf16.json``): with a stride above 1,
   ``'auto'`` takes 0.51x the reference's forward time (geometric mean over ten layers; 0.01x-1.26x) and
   0.05x its training step, where the lhs-dilated weight gradient falls off XLA's fast path (32x256->128 8x8
-  k4 s2: 582 ms vs 31 ms). In bfloat16 alike (0.57x and 0.05x).
+  k4 s2: 582 ms vs 31 ms). In bfloat16 0.37x and 0.05x.
   Its forward pass loses in two dimensions where the kernel's taps leave holes in the phase kernel
   (``k % s != 0`` without dilation) and the input has at least as many channels as the output; there
   ``'hybrid'`` keeps the dilated forward pass and the phase derivatives. ``python benchmarks/algorithms.py``
@@ -363,9 +363,9 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   CPU's matrix units (`_valid_convolution`) and wins these layers too (bf16 forward, phase vs hybrid:
   4x128->128 32x32 k3 s2 7.0 vs 7.8 ms, 8x128->128 16x16 k3 s2 2.9 vs 3.5 ms). At stride 1 there are no
   phases and no inserted zeros; the reference is as fast (bf16 stride 1 8x64->64 16x16 k3: 1.1 vs 1.6 ms
-  forward, 2.6 vs 5.5 ms per training step). On GPU the lhs-dilated form with the kernel reversed in-graph reaches cuDNN's
-  backward-data kernel; that backend keeps the reference until the H100 measurements of the benchmark
-  suite decide otherwise.
+  forward, 2.6 vs 5.5 ms per training step). On GPU the lhs-dilated form with the kernel reversed in-graph
+  reaches cuDNN's backward-data kernel; that backend keeps the reference until the H100 measurements of the
+  benchmark suite decide otherwise.
   """
   if algorithm != "auto":
     return algorithm
@@ -442,11 +442,14 @@ def _phase_jvp(geometry, out_spatial, precision, primals, tangents):
   and the weight gradient, as `_phase` alone would; the dilated value is only for undifferentiated calls.
   A tangent JAX knows to be zero (an argument not differentiated) costs nothing.
   """
-  x, weight = primals
+  (x, weight), (x_dot, weight_dot) = primals, tangents
   compute = functools.partial(_phase, geometry=geometry, out_spatial=out_spatial, precision=precision)
   y = compute(x, weight)
-  terms = [compute(*args) for args, tangent in (((tangents[0], weight), tangents[0]), ((x, tangents[1]), tangents[1]))
-           if not isinstance(tangent, SymbolicZero)]
+  terms = []
+  if not isinstance(x_dot, SymbolicZero):
+    terms.append(compute(x_dot, weight))
+  if not isinstance(weight_dot, SymbolicZero):
+    terms.append(compute(x, weight_dot))
   return y, functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
 
 
@@ -482,6 +485,11 @@ def _valid_convolution(x: Array, kernel: Array, group: int, precision: lax.Preci
       dimension_numbers=lax.ConvDimensionNumbers(lhs_spec=data_spec, rhs_spec=(n + 1, n, *range(n)),
                                                  out_spec=data_spec),
       feature_group_count=group, precision=precision)
+
+
+def _accumulation_type(dtype: Any) -> Any:
+  """``float32`` for floats narrower than 32 bits (the product's accumulator), else None (the input's own)."""
+  return jnp.float32 if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32 else None
 
 
 _COMPUTE = {"dilated": _lhs_dilated, "phase": _phase, "hybrid": _hybrid}
@@ -531,8 +539,3 @@ def _operand_swap_guard(kernel_size: int, stride: int, dilation: int, conv_paddi
   forward_pattern = kernel_size == stride == 2 and dilation == 1
   weight_gradient_pattern = out_length == stride and dilation == stride - 1
   return int(forward_pattern or weight_gradient_pattern)
-
-
-def _accumulation_type(dtype: Any) -> Any:
-  """``float32`` for floats narrower than 32 bits (the product's accumulator), else None (the input's own)."""
-  return jnp.float32 if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32 else None
