@@ -16,10 +16,10 @@ Implementations: ``ours NCHW`` (MindSpore's layout, ``algorithm='auto'``), ``our
 NHWC, ``transpose_kernel=True``), ``torch`` (channels-first) and ``torch CL`` (channels-last memory format).
 
 One more column is not a layer: ``XLA matmul floor`` times a single XLA matrix product with exactly the
-layer's multiply-adds, ``(N * prod(L), C_in) @ (C_in, prod(k) * C_out)``, and its gradient step (two more such
-products). Any formulation built from XLA's kernels needs at least that much arithmetic at that speed, and
-more for moving data (patches, interleaving, layout), so where the floor is slower than the best peer, no
-XLA program can catch that peer.
+layer's multiply-adds, ``(N * prod(L), C_in) @ (C_in, prod(k) * C_out)``, and for "train" that product with
+the two products of its gradients (`floor_runner`). Any formulation built from XLA's kernels needs at least
+that much arithmetic at that speed, and more for moving data (patches, interleaving, layout), so where the
+floor is slower than the best peer, no XLA program can catch that peer.
 """
 
 import argparse
@@ -139,14 +139,26 @@ FLOOR = "XLA matmul floor"
 
 
 def floor_runner(layer: tuple, dtype_name: str):
-  """``(forward, train)`` of one XLA matrix product with the layer's multiply-adds (see the module docstring)."""
+  """``(forward, train)`` of XLA matrix products with the layer's multiply-adds (see the module docstring).
+
+  ``forward`` is the product ``z = rows @ columns``; ``train`` is it and the two products of its gradients,
+  ``cotangent @ columns.T`` and ``rows.T @ cotangent``, for a given cotangent of ``z``: three products and
+  nothing else, where a layer's training step has the same three amounts of arithmetic and more.
+  """
   batch, c_in, c_out, spatial, k, _, _ = layer
   dtype = jnp.bfloat16 if dtype_name == "bf16" else jnp.float32
   rng = np.random.default_rng(0)
   rows = jnp.asarray(rng.standard_normal((batch * math.prod(spatial), c_in)), dtype)
   columns = jnp.asarray(rng.standard_normal((c_in, k ** len(spatial) * c_out)) / math.sqrt(c_in), dtype)
-  # float32 accumulation: XLA's fastest bf16 product on CPU (see functional._valid_convolution); a no-op in fp32.
-  return jax_runner(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32).astype(dtype), rows, columns)
+  cotangent = jnp.asarray(rng.standard_normal((rows.shape[0], columns.shape[1])), dtype)
+
+  def product(a, b):  # float32 accumulation: XLA's fastest bf16 product on CPU; the plain product in fp32
+    return jnp.matmul(a, b, preferred_element_type=jnp.float32).astype(dtype)
+
+  forward = jax.jit(product)
+  train = jax.jit(lambda a, b, g: (product(a, b), product(g, b.T), product(a.T, g)))
+  return (lambda: jax.block_until_ready(forward(rows, columns))), (
+      lambda: jax.block_until_ready(train(rows, columns, cotangent)))
 
 
 def main() -> None:

@@ -348,9 +348,9 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   """``algorithm``, with ``'auto'`` resolved for the default backend and the layer.
 
   Measured on 2 CPU cores (``benchmarks/results/cpu-fp32.json`` and ``cpu-bf16.json``): with a stride above 1,
-  ``'auto'`` takes 0.51x the reference's forward time (geometric mean over ten layers; 0.01x-1.26x) and
+  ``'auto'`` takes 0.53x the reference's forward time (geometric mean over ten layers; 0.01x-1.31x) and
   0.05x its training step, where the lhs-dilated weight gradient falls off XLA's fast path (32x256->128 8x8
-  k4 s2: 582 ms vs 31 ms). In bfloat16 0.37x and 0.05x.
+  k4 s2: 590 ms vs 30 ms). In bfloat16 0.38x and 0.05x.
   Its forward pass loses in two dimensions where the kernel's taps leave holes in the phase kernel
   (``k % s != 0`` without dilation) and the input has at least as many channels as the output; there
   ``'hybrid'`` keeps the dilated forward pass and the phase derivatives. ``python benchmarks/algorithms.py``

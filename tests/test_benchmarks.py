@@ -32,6 +32,17 @@ def test_every_implementation_computes_the_same_layer(layer):
     assert_close(y, expected)
 
 
+@pytest.mark.parametrize("layer", SMALL_LAYERS)
+def test_the_floor_has_the_layers_multiply_adds(layer):
+  """`XLA matmul floor`: (N * prod(L), C_in) @ (C_in, prod(k) * C_out), and in training its two gradient products
+  (shapes of the rows and the columns): batch * prod(L) * C_in * prod(k) * C_out multiply-adds each."""
+  batch, c_in, c_out, spatial, k, _, _ = layer
+  forward, train = bench.floor_runner(layer, "fp32")
+  rows, taps = batch * int(np.prod(spatial)), k ** len(spatial)
+  assert forward().shape == (rows, taps * c_out)
+  assert [g.shape for g in train()] == [(rows, taps * c_out), (rows, c_in), (c_in, taps * c_out)]
+
+
 def test_every_layer_of_the_suite_is_named_and_quick_is_a_subset():
   assert set(bench.QUICK) <= set(bench.LAYERS) and len(bench.LAYERS) >= 10
 
