@@ -17,9 +17,9 @@ NHWC, ``transpose_kernel=True``), ``torch`` (channels-first) and ``torch CL`` (c
 
 One more column is not a layer: ``XLA matmul floor`` times a single XLA matrix product with exactly the
 layer's multiply-adds, ``(N * prod(L), C_in) @ (C_in, prod(k) * C_out)``, and for "train" that product with
-the two products of its gradients (`floor_runner`). Any formulation built from XLA's kernels needs at least
-that much arithmetic at that speed, and more for moving data (patches, interleaving, layout), so where the
-floor is slower than the best peer, no XLA program can catch that peer.
+the two products of its gradients (`floor_runner`). Any formulation built from XLA's kernels needs that much
+arithmetic, and more work for moving data (patches, interleaving, layout): the floor estimates the least time
+such a program takes. An estimate, not a strict bound, since a product's speed depends on its shape.
 """
 
 import argparse

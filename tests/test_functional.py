@@ -530,7 +530,7 @@ def test_hybrid_is_dilated_as_a_value_and_phase_under_differentiation(layer, see
     (2, 3, 2, 1, 1, (128, 128), "hybrid"),  # taps leave holes in the phases, C_in >= C_out
     (2, 5, 2, 1, 1, (128, 64), "hybrid"),
     (2, 3, (2, 1), 1, 1, (8, 8), "hybrid"),  # one dimension with holes suffices
-    (2, 3, 2, 1, 1, (64, 128), "phase"),  # more output channels: the phases' patches are the smaller side
+    (2, 3, 2, 1, 1, (64, 128), "phase"),  # more output channels (8x64->256 32x32 k3 s2: 89 vs 70 ms forward)
     (2, 4, 2, 1, 1, (256, 128), "phase"),  # the taps tile the phases
     (2, 2, 2, 2, 1, (8, 8), "hybrid"),  # taps 0 and 2 both in phase 0: phase 1 all zeros
     (2, 2, 2, 3, 1, (8, 8), "hybrid"),  # taps 0 and 3: phase kernels of two slots, one zero each
