@@ -14,10 +14,9 @@ import functools
 import sys
 
 import jax
-import numpy as np
-from bench import jax_runner, median_ms
+from bench import jax_runner, layer_operands, median_ms
 
-from convtranspose import functional
+from convtranspose import _arguments, functional
 
 # (batch, C_in, C_out, spatial input, kernel, stride, padding, output_padding)
 LAYERS = [
@@ -39,10 +38,7 @@ LAYERS = [
 def main() -> None:
   print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}; milliseconds, forward / training step")
   for batch, c_in, c_out, spatial, k, s, p, op in LAYERS:
-    n = len(spatial)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, c_in, *spatial)).astype(np.float32)
-    weight = (rng.standard_normal((c_in, c_out, *(k,) * n)) / np.sqrt(c_in * k**n)).astype(np.float32)
+    x, weight = layer_operands(batch, c_in, c_out, spatial, k)
     cells = []
     for algorithm in ("dilated", "phase", "hybrid"):
       layer = functools.partial(functional.conv_transpose, bias=None, stride=s, pad_mode="pad", padding=p,
@@ -52,7 +48,7 @@ def main() -> None:
       if algorithm != "dilated":
         times.append(min(median_ms(train, 3) for _ in range(2)))
       cells.append(f"{algorithm} " + " / ".join(f"{t:7.2f}" for t in times))
-    geometry = functional._arguments.geometry(n, k, s, "pad", p, 1, 1, output_padding=op)
+    geometry = _arguments.geometry(len(spatial), k, s, "pad", p, 1, 1, output_padding=op)
     auto = functional._choose_algorithm("auto", geometry, c_in, c_out)
     print(f"{batch}x{c_in}->{c_out} {'x'.join(map(str, spatial))} k{k} s{s}: " + " | ".join(cells) + f" | auto: {auto}",
           flush=True)

@@ -101,14 +101,20 @@ def torch_runner(x: np.ndarray, weight: np.ndarray, stride: int, padding: int, d
   return forward, train
 
 
+def layer_operands(batch: int, c_in: int, c_out: int, spatial: tuple, k: int) -> tuple[np.ndarray, np.ndarray]:
+  """A seeded float32 input ``(N, C_in, *L)`` and MindSpore weight ``(C_in, C_out, *k)``, unit-variance output."""
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((batch, c_in, *spatial)).astype(np.float32)
+  weight = rng.standard_normal((c_in, c_out, *(k,) * len(spatial))) / math.sqrt(c_in * k ** len(spatial))
+  return x, weight.astype(np.float32)
+
+
 def runners(layer: tuple, dtype_name: str) -> dict:
   """``{implementation: (forward, train)}`` for one layer; ``forward()`` returns the output (NCHW for ours
   and PyTorch, NHWC for ``ours NHWC``, Flax and lax), so that a test can check they all compute one layer."""
   batch, c_in, c_out, spatial, k, s, p = layer
   n = len(spatial)
-  rng = np.random.default_rng(0)
-  x = rng.standard_normal((batch, c_in, *spatial)).astype(np.float32)
-  weight = (rng.standard_normal((c_in, c_out, *(k,) * n)) / math.sqrt(c_in * k**n)).astype(np.float32)
+  x, weight = layer_operands(batch, c_in, c_out, spatial, k)
   dtype = jnp.bfloat16 if dtype_name == "bf16" else jnp.float32
   x_j, w_j = jnp.asarray(x, dtype), jnp.asarray(weight, dtype)
   x_last = jnp.moveaxis(x_j, 1, -1)

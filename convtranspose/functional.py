@@ -472,12 +472,13 @@ def _valid_convolution(x: Array, kernel: Array, group: int, precision: lax.Preci
   """
   n = kernel.ndim - 2
   lengths = [length - k + 1 for length, k in zip(x.shape[1:-1], kernel.shape[:n])]
-  if group == 1 and (n >= 2 or _accumulation_type(x.dtype)) and jax.default_backend() == "cpu":
+  accumulation = _accumulation_type(x.dtype)
+  if group == 1 and (n >= 2 or accumulation) and jax.default_backend() == "cpu":
     windows = [lax.slice(x, (0, *start, 0), (x.shape[0], *(s + q for s, q in zip(start, lengths)), x.shape[-1]))
                for start in np.ndindex(*kernel.shape[:n])]  # tap-major, as the kernel's (*K, C) rows
     patches = jnp.concatenate(windows, axis=-1)
     y = jnp.dot(patches.reshape(-1, patches.shape[-1]), kernel.reshape(-1, kernel.shape[-1]), precision=precision,
-                preferred_element_type=_accumulation_type(x.dtype))
+                preferred_element_type=accumulation)
     return y.astype(x.dtype).reshape(x.shape[0], *lengths, kernel.shape[-1])
   data_spec = _data_axes(n, channels_last=True)
   return lax.conv_general_dilated(
