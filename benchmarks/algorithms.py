@@ -1,19 +1,22 @@
-"""Forward and training-step times of the three algorithms on CPU-relevant layers: the data behind ``'auto'``.
+"""Forward and training-step times of the three algorithms on a few layers: the data behind ``'auto'``.
 
 Usage::
 
-    python benchmarks/algorithms.py
+    python benchmarks/algorithms.py [--dtype bf16]
 
-Each layer (MindSpore ``pad_mode='pad'``, NCHW input, fp32) is timed with ``algorithm='dilated'``,
-``'phase'`` and ``'hybrid'``, then the choice ``'auto'`` makes is printed beside them
-(`convtranspose.functional._choose_algorithm` quotes these numbers). The lhs-dilated training step is
-XLA's slow weight gradient on CPU (hundreds of milliseconds), so ``dilated`` is timed forward only.
+Each layer (MindSpore ``pad_mode='pad'``, NCHW input, fp32 unless ``--dtype bf16``) is timed with
+``algorithm='dilated'``, ``'phase'`` and ``'hybrid'`` on JAX's default device, then the choice ``'auto'``
+makes there is printed beside them (`convtranspose.functional._choose_algorithm` quotes these numbers). On
+CPU the lhs-dilated training step is XLA's slow weight gradient (hundreds of milliseconds), so ``dilated`` is
+timed forward only there.
 """
 
+import argparse
 import functools
 import sys
 
 import jax
+import jax.numpy as jnp
 from bench import jax_runner, layer_operands, median_ms
 
 from convtranspose import _arguments, functional
@@ -36,20 +39,25 @@ LAYERS = [
 
 
 def main() -> None:
-  print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}; milliseconds, forward / training step")
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+  dtype = {"fp32": jnp.float32, "bf16": jnp.bfloat16}[parser.parse_args().dtype]
+  on_cpu = jax.default_backend() == "cpu"
+  print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}, {jnp.dtype(dtype).name}; milliseconds, "
+        "forward / training step")
   for batch, c_in, c_out, spatial, k, s, p, op in LAYERS:
-    x, weight = layer_operands(batch, c_in, c_out, spatial, k)
+    x, weight = (jnp.asarray(a, dtype) for a in layer_operands(batch, c_in, c_out, spatial, k))
     cells = []
     for algorithm in ("dilated", "phase", "hybrid"):
       layer = functools.partial(functional.conv_transpose, bias=None, stride=s, pad_mode="pad", padding=p,
                                 output_padding=op, algorithm=algorithm)
       forward, train = jax_runner(layer, x, weight)
       times = [min(median_ms(forward, 5) for _ in range(2))]
-      if algorithm != "dilated":
+      if algorithm != "dilated" or not on_cpu:
         times.append(min(median_ms(train, 3) for _ in range(2)))
       cells.append(f"{algorithm} " + " / ".join(f"{t:7.2f}" for t in times))
     geometry = _arguments.geometry(len(spatial), k, s, "pad", p, 1, 1, output_padding=op)
-    auto = functional._choose_algorithm("auto", geometry, c_in, c_out)
+    auto = functional._choose_algorithm("auto", geometry, c_in, c_out, dtype, on_cpu)
     print(f"{batch}x{c_in}->{c_out} {'x'.join(map(str, spatial))} k{k} s{s}: " + " | ".join(cells) + f" | auto: {auto}",
           flush=True)
 

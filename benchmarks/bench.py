@@ -79,10 +79,21 @@ def jax_runner(fn, *args):
   return (lambda: jax.block_until_ready(forward(*args))), (lambda: jax.block_until_ready(train(*args)))
 
 
+# PyTorch runs where JAX runs: on the GPU when JAX's default backend is one (CUDA or ROCm builds of both).
+TORCH_DEVICE = torch.device("cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu")
+
+
+def torch_synchronized(result):
+  """``result`` once the device has computed it (PyTorch's CUDA calls return before they finish)."""
+  if TORCH_DEVICE.type == "cuda":
+    torch.cuda.synchronize()
+  return result
+
+
 def torch_runner(x: np.ndarray, weight: np.ndarray, stride: int, padding: int, dtype, channels_last: bool):
   n = x.ndim - 2
-  x_t = torch.tensor(x, dtype=dtype)
-  w_t = torch.tensor(weight, dtype=dtype)
+  x_t = torch.tensor(x, dtype=dtype, device=TORCH_DEVICE)
+  w_t = torch.tensor(weight, dtype=dtype, device=TORCH_DEVICE)
   if channels_last:
     memory_format = {1: torch.contiguous_format, 2: torch.channels_last, 3: torch.channels_last_3d}[n]
     x_t, w_t = x_t.contiguous(memory_format=memory_format), w_t.contiguous(memory_format=memory_format)
@@ -90,13 +101,14 @@ def torch_runner(x: np.ndarray, weight: np.ndarray, stride: int, padding: int, d
 
   def forward():
     with torch.no_grad():
-      return layer(x_t, w_t, None, stride, padding)
+      return torch_synchronized(layer(x_t, w_t, None, stride, padding))
 
   x_g, w_g = x_t.clone().requires_grad_(), w_t.clone().requires_grad_()
 
   def train():
     x_g.grad = w_g.grad = None
     torch.sum(layer(x_g, w_g, None, stride, padding).float() ** 2).backward()
+    return torch_synchronized((x_g.grad, w_g.grad))
 
   return forward, train
 
@@ -190,23 +202,40 @@ def main() -> None:
         print(f"{dtype_name} {phase_name:7} {name:40} " +
               "  ".join(f"{impl} {t:8.2f}" for impl, t in timings.items()) +
               f"  | ours NCHW / best peer {row['ratio_to_best_peer']['ours NCHW']:.2f}x", flush=True)
-  summary = {}
-  for dtype_name in dtypes:
-    for phase_name in ("forward", "train"):
-      selected = [r for r in rows if r["dtype"] == dtype_name and r["pass_"] == phase_name]
-      summary[f"{dtype_name} {phase_name}"] = {impl: geomean_and_worst([r["ratio_to_best_peer"][impl] for r in selected])
-                                               for impl in ("ours NCHW", "ours NHWC", FLOOR)}
-  for key, value in summary.items():
+        if args.out:  # after every row: a run stopped at a time limit keeps what it measured
+          save(rows, args.out)
+  for key, value in summarize(rows).items():
     print(f"{key}, time / best peer: " + "; ".join(f"{impl} geometric mean {v['geomean']:.2f}x, worst "
                                                      f"{v['worst']:.2f}x" for impl, v in value.items()))
   if args.out:
-    machine = dict(platform=platform.platform(), processor=platform.processor(), cpu_count=os.cpu_count(),
-                   jax=jax.__version__, flax=flax.__version__,
-                   torch=torch.__version__, backend=jax.default_backend(),
-                   device=str(jax.devices()[0].device_kind), torch_threads=torch.get_num_threads())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(machine=machine, rows=rows, summary=summary), indent=1))
-    plot(rows, args.out.with_suffix(".png"), machine)
+    plot(rows, args.out.with_suffix(".png"), machine_description())
+
+
+def summarize(rows: list) -> dict:
+  """``{"<dtype> <pass>": {implementation: {geomean, worst}}}`` of the ratios to the best peer."""
+  summary = {}
+  for row in rows:
+    summary.setdefault(f"{row['dtype']} {row['pass_']}", []).append(row)
+  return {key: {impl: geomean_and_worst([r["ratio_to_best_peer"][impl] for r in selected])
+                for impl in ("ours NCHW", "ours NHWC", FLOOR)}
+          for key, selected in summary.items()}
+
+
+def save(rows: list, path: Path) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(dict(machine=machine_description(), rows=rows, summary=summarize(rows)), indent=1))
+
+
+def machine_description() -> dict:
+  machine = dict(platform=platform.platform(), processor=platform.processor(), cpu_count=os.cpu_count(),
+                 jax=jax.__version__, flax=flax.__version__, torch=torch.__version__, backend=jax.default_backend(),
+                 device=str(jax.devices()[0].device_kind), torch_device=str(TORCH_DEVICE),
+                 torch_threads=torch.get_num_threads())
+  if TORCH_DEVICE.type == "cuda":  # fp32 convolutions: both sides' defaults, TF32 on Ampere and newer
+    machine.update(torch_cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                   jax_default_matmul_precision=str(jax.config.jax_default_matmul_precision),
+                   xla_flags=os.environ.get("XLA_FLAGS", ""))
+  return machine
 
 
 def geomean_and_worst(ratios: list) -> dict:

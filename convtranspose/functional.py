@@ -15,7 +15,8 @@ One N-dimensional `conv_transpose` does the work; `conv1d_transpose`, `conv2d_tr
   value and its derivatives both, in `jax.grad`, `jax.vjp`, `jax.jvp`), for layers whose forward pass
   XLA computes faster from the dilated input while the phase derivatives stay fast.
 
-``'auto'`` picks one per backend and layer; see `_choose_algorithm`.
+``'auto'`` picks one per layer and per platform XLA compiles for (CPU or not; `lax.platform_dependent`
+decides at lowering, so `jax.export` for a GPU gets the GPU's choice); see `_choose_algorithm`.
 """
 
 import dataclasses
@@ -259,16 +260,22 @@ def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _argu
   out_spatial = geometry.output_shape(in_spatial)
   out_shape = _batch_shape(x.shape[0], out_channels, out_spatial, geometry.channels_last)
 
+  def compute(x: Array, weight: Array, *, on_cpu: bool) -> Array:
+    method = _COMPUTE[_choose_algorithm(algorithm, geometry, weight.shape[0], out_channels, dtype, on_cpu)]
+    if geometry.padding_mode == "zeros":
+      return method(x, weight, geometry, out_spatial, precision, on_cpu)
+    # The zero-padded adjoint of the unpadded convolution, then the padding's adjoint.
+    unpadded = dataclasses.replace(geometry, padding=((0, 0),) * n)
+    y = method(x, weight, unpadded, unpadded.output_shape(in_spatial), precision, on_cpu)
+    return _fold_padding(y, geometry, out_spatial)
+
   if 0 in out_shape or x.size == 0:
     y = jnp.zeros(out_shape, dtype)  # nothing to convolve: no input reaches any output
   else:
-    compute = _COMPUTE[_choose_algorithm(algorithm, geometry, weight.shape[0], out_channels, dtype)]
-    if geometry.padding_mode == "zeros":
-      y = compute(x, weight, geometry, out_spatial, precision)
-    else:  # the zero-padded adjoint of the unpadded convolution, then the padding's adjoint
-      unpadded = dataclasses.replace(geometry, padding=((0, 0),) * n)
-      y = compute(x, weight, unpadded, unpadded.output_shape(in_spatial), precision)
-      y = _fold_padding(y, geometry, out_spatial)
+    # The platform is the one XLA compiles for, known at lowering: a CPU device on a GPU host, or
+    # `jax.export` for another platform (or several), gets that platform's algorithm and layout.
+    y = lax.platform_dependent(x, weight, cpu=functools.partial(compute, on_cpu=True),
+                               default=functools.partial(compute, on_cpu=False))
   if bias is not None:
     y = y + bias.astype(dtype).reshape(_batch_shape(1, out_channels, (1,) * n, geometry.channels_last))
   return y[0] if unbatched else y
@@ -303,16 +310,16 @@ def _fold_padding(y: Array, geometry: _arguments.Geometry, out_spatial: tuple[in
 
 
 def _lhs_dilated(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
-                 precision: lax.PrecisionLike) -> Array:
+                 precision: lax.PrecisionLike, on_cpu: bool) -> Array:
   """``conv(dilate(x, stride), flip(W))``: the reference formulation, guarded against an XLA abort.
 
   On CPU it is computed channels-last, the layout XLA's CPU convolutions run fastest (forward, fp32,
   channels-first input: 4x128->128 32x32 k3 s2 7.4 ms through NHWC vs 8.8 ms in NCHW, 8x128->64 32x32
   k2 s2 3.9 vs 4.5 ms): a channels-first caller pays one transpose each way.
   """
-  if not geometry.channels_last and jax.default_backend() == "cpu":
+  if not geometry.channels_last and on_cpu:
     inside = dataclasses.replace(geometry, channels_last=True)
-    return jnp.moveaxis(_lhs_dilated(jnp.moveaxis(x, 1, -1), weight, inside, out_spatial, precision), -1, 1)
+    return jnp.moveaxis(_lhs_dilated(jnp.moveaxis(x, 1, -1), weight, inside, out_spatial, precision, on_cpu), -1, 1)
   n = weight.ndim - 2
   conv_padding = [
       _shapes.lhs_dilated_padding(k, d, pad)
@@ -344,8 +351,8 @@ def _lhs_dilated(x: Array, weight: Array, geometry: _arguments.Geometry, out_spa
 
 
 def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels: int, out_channels: int,
-                      dtype: Any = jnp.float32) -> str:
-  """``algorithm``, with ``'auto'`` resolved for the default backend and the layer.
+                      dtype: Any, on_cpu: bool) -> str:
+  """``algorithm``, with ``'auto'`` resolved for the platform (CPU or not) and the layer.
 
   Measured on 2 CPU cores (``benchmarks/results/cpu-fp32.json`` and ``cpu-bf16.json``): with a stride above 1,
   ``'auto'`` takes 0.53x the reference's forward time (geometric mean over ten layers; 0.01x-1.31x) and
@@ -369,7 +376,7 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   """
   if algorithm != "auto":
     return algorithm
-  if jax.default_backend() != "cpu" or all(s == 1 for s in geometry.stride):
+  if not on_cpu or all(s == 1 for s in geometry.stride):
     return "dilated"
   # The phase kernel has s * ((k - 1) * d // s + 1) slots per dimension for k taps (`_shapes.phase_plan`).
   holes = any(s * ((k - 1) * d // s + 1) > k for k, s, d in zip(geometry.kernel_size, geometry.stride,
@@ -381,7 +388,7 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
 
 
 def _phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
-           precision: lax.PrecisionLike) -> Array:
+           precision: lax.PrecisionLike, on_cpu: bool) -> Array:
   """The sub-pixel decomposition (`convtranspose._shapes.phase_plan`), computed channels-last.
 
   The phase kernel ``(*K, C_in // G, G * prod(s) * C_out // G)`` is gathered from ``weight`` by one einsum
@@ -415,7 +422,7 @@ def _phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: 
   if not geometry.channels_last:
     x = jnp.moveaxis(x, 1, -1)
   x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((*plan.padding, 0) for plan in plans), (0, 0, 0)])
-  y = _valid_convolution(x, kernel, group, precision)
+  y = _valid_convolution(x, kernel, group, precision, on_cpu)
   # Depth-to-space: (N, *Q, G, *s, C // G) -> (N, Q_1, s_1, ..., Q_n, s_n, G, C // G) -> (N, *(Q * s), C).
   batch, lengths = y.shape[0], [plan.length for plan in plans]
   y = y.reshape(batch, *lengths, group, *geometry.stride, out_per_group)
@@ -427,15 +434,15 @@ def _phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: 
   return y if geometry.channels_last else jnp.moveaxis(y, -1, 1)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
 def _hybrid(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
-            precision: lax.PrecisionLike) -> Array:
+            precision: lax.PrecisionLike, on_cpu: bool) -> Array:
   """`_lhs_dilated` as a value; differentiated, `_phase` (see `_phase_jvp`)."""
-  return _lhs_dilated(x, weight, geometry, out_spatial, precision)
+  return _lhs_dilated(x, weight, geometry, out_spatial, precision, on_cpu)
 
 
 @functools.partial(_hybrid.defjvp, symbolic_zeros=True)
-def _phase_jvp(geometry, out_spatial, precision, primals, tangents):
+def _phase_jvp(geometry, out_spatial, precision, on_cpu, primals, tangents):
   """``f(x, W)`` is bilinear: ``df = f(dx, W) + f(x, dW)``, every term by the phase decomposition.
 
   The value is recomputed by the phases too, so that reverse mode shares their patches between the value
@@ -443,7 +450,8 @@ def _phase_jvp(geometry, out_spatial, precision, primals, tangents):
   A tangent JAX knows to be zero (an argument not differentiated) costs nothing.
   """
   (x, weight), (x_dot, weight_dot) = primals, tangents
-  compute = functools.partial(_phase, geometry=geometry, out_spatial=out_spatial, precision=precision)
+  compute = functools.partial(_phase, geometry=geometry, out_spatial=out_spatial, precision=precision,
+                              on_cpu=on_cpu)
   y = compute(x, weight)
   terms = []
   if not isinstance(x_dot, SymbolicZero):
@@ -453,7 +461,7 @@ def _phase_jvp(geometry, out_spatial, precision, primals, tangents):
   return y, functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
 
 
-def _valid_convolution(x: Array, kernel: Array, group: int, precision: lax.PrecisionLike) -> Array:
+def _valid_convolution(x: Array, kernel: Array, group: int, precision: lax.PrecisionLike, on_cpu: bool) -> Array:
   """Stride-1 unpadded convolution, channels-last: ``x`` ``(N, *L, C)``, ``kernel`` ``(*K, C // G, M)``.
 
   On CPU, with one group and two or more spatial dimensions, it is one matrix product of the patches,
@@ -473,7 +481,7 @@ def _valid_convolution(x: Array, kernel: Array, group: int, precision: lax.Preci
   n = kernel.ndim - 2
   lengths = [length - k + 1 for length, k in zip(x.shape[1:-1], kernel.shape[:n])]
   accumulation = _accumulation_type(x.dtype)
-  if group == 1 and (n >= 2 or accumulation) and jax.default_backend() == "cpu":
+  if group == 1 and (n >= 2 or accumulation) and on_cpu:
     windows = [lax.slice(x, (0, *start, 0), (x.shape[0], *(s + q for s, q in zip(start, lengths)), x.shape[-1]))
                for start in np.ndindex(*kernel.shape[:n])]  # tap-major, as the kernel's (*K, C) rows
     patches = jnp.concatenate(windows, axis=-1)

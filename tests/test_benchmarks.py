@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 import convtranspose as ct
 from conftest import assert_close
@@ -23,10 +24,13 @@ SMALL_LAYERS = [(2, 4, 3, (5, 6), 4, 2, 1), (2, 4, 3, (5, 6), 3, 2, 1), (1, 3, 2
 
 @pytest.mark.parametrize("layer", SMALL_LAYERS)
 def test_every_implementation_computes_the_same_layer(layer):
-  runs = bench.runners(layer, "fp32")
-  expected = np.asarray(runs["ours NCHW"][0]())
-  for name, (forward, _) in runs.items():
-    y = np.asarray(forward())
+  # In float32, not the TF32 that JAX and PyTorch default to on a GPU (no effect on CPU).
+  with jax.default_matmul_precision("highest"), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+    runs = bench.runners(layer, "fp32")
+    outputs = {name: forward() for name, (forward, _) in runs.items()}
+  expected = np.asarray(outputs["ours NCHW"])
+  for name, y in outputs.items():
+    y = y.cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)  # PyTorch's may be on the GPU
     if name in ("ours NHWC", "flax", "lax"):
       y = np.moveaxis(y, -1, 1)
     assert_close(y, expected)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import assume, given, settings
-from jax import lax
+from jax import export, lax
 
 import convtranspose as ct
 from conftest import assert_close
@@ -476,17 +476,52 @@ def test_channels_last_wrong_channel_count_names_the_axis():
 # Algorithm selection.
 
 
-def _lhs_dilation_in(jaxpr) -> bool:
-  return "lhs_dilation=(2, 2)" in str(jaxpr)
+def _stablehlo(fn, *args, platform: str) -> str:
+  """``fn`` jitted and lowered for ``platform`` (`jax.export` lowers for any platform on any host)."""
+  shapes = [jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)) for a in args]
+  return export.export(jax.jit(fn), platforms=(platform,))(*shapes).mlir_module()
 
 
 def test_auto_picks_the_phase_decomposition_for_strides_on_cpu():
   x, weight = jnp.ones((1, 2, 4, 4)), jnp.ones((2, 3, 4, 4))
-  strided = jax.make_jaxpr(functools.partial(ct.conv2d_transpose, stride=2, pad_mode="pad", padding=1))(x, weight)
-  dilated = jax.make_jaxpr(functools.partial(ct.conv2d_transpose, stride=2, pad_mode="pad", padding=1,
-                                             algorithm="dilated"))(x, weight)
-  assert jax.default_backend() == "cpu"
-  assert not _lhs_dilation_in(strided) and _lhs_dilation_in(dilated)
+  layer = functools.partial(ct.conv2d_transpose, stride=2, pad_mode="pad", padding=1)
+  assert "lhs_dilate" not in _stablehlo(layer, x, weight, platform="cpu")
+  assert "lhs_dilate = [2, 2]" in _stablehlo(functools.partial(layer, algorithm="dilated"), x, weight, platform="cpu")
+
+
+# What XLA hands to cuDNN's backward-data kernel (the issue's reading of XLA's GPU convolution rewriter): the
+# kernel reversed in-graph over every spatial dimension, then a stride-1 convolution of the lhs-dilated input
+# with non-negative padding, no window dilation and one feature group.
+_REVERSE = re.compile(r"(%\S+) = stablehlo\.reverse %arg1, dims = \[2, 3\]")
+_CUDNN_BACKWARD_DATA = re.compile(r"stablehlo\.convolution\(%\S+, (%\S+)\) dim_numbers = [^=]+, "
+                                  r"window = \{pad = \[\[\d+, \d+\], \[\d+, \d+\]\], lhs_dilate = \[2, 2\]\} "
+                                  r"\{batch_group_count = 1 : i64, feature_group_count = 1 : i64\}")
+
+
+@pytest.mark.parametrize("platform", ["cuda", "rocm", "tpu"])
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
+def test_auto_lowers_the_reference_with_the_kernel_reversed_in_graph_for_accelerators(platform, data_format):
+  """Chosen per platform at lowering (`lax.platform_dependent`), not from this host's default backend: the
+  GPU and TPU programs built here are the reference, in the caller's layout, shaped for cuDNN."""
+  x = jnp.ones((2, 8, 5, 5) if data_format == "NCHW" else (2, 5, 5, 8))
+  layer = functools.partial(ct.conv2d_transpose, stride=2, pad_mode="pad", padding=1, data_format=data_format)
+  module = _stablehlo(layer, x, jnp.ones((8, 4, 4, 4)), platform=platform)
+  reversed_kernel = _REVERSE.search(module)
+  convolution = _CUDNN_BACKWARD_DATA.search(module)
+  assert reversed_kernel and convolution, module
+  assert convolution.group(1) == reversed_kernel.group(1)
+  assert "stablehlo.dot_general" not in module and "stablehlo.transpose" not in module
+
+
+def test_an_export_for_cpu_and_gpu_computes_the_layer_on_cpu():
+  """One exported program for both platforms; run here, it takes the CPU branch, bit for bit."""
+  x = jax.random.normal(jax.random.key(0), (2, 8, 5, 5))
+  weight = jax.random.normal(jax.random.key(1), (8, 4, 3, 3))
+  layer = jax.jit(functools.partial(ct.conv2d_transpose, stride=2, pad_mode="pad", padding=1, output_padding=1))
+  shapes = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (x, weight)]
+  exported = export.export(layer, platforms=("cpu", "cuda"))(*shapes)
+  assert exported.platforms == ("cpu", "cuda")
+  np.testing.assert_array_equal(exported.call(x, weight), layer(x, weight))
 
 
 def test_phase_gradients_equal_dilated_gradients_in_a_module():
@@ -542,11 +577,12 @@ def test_hybrid_is_dilated_as_a_value_and_phase_under_differentiation(layer, see
     (2, 3, 1, 1, 1, (8, 8), "dilated"),  # stride 1: nothing to decompose
 ])
 def test_auto_on_cpu(n, kernel, stride, dilation, group, channels, expected):
-  """The rule `functional._choose_algorithm` derives from ``benchmarks/algorithms.py``, as a table."""
-  assert jax.default_backend() == "cpu"
+  """The rule `functional._choose_algorithm` derives from ``benchmarks/algorithms.py``, as a table; other
+  platforms keep the reference until measured."""
   geometry = _arguments.geometry(n, kernel, stride, "pad", 0, dilation, group)
-  assert functional._choose_algorithm("auto", geometry, *channels) == expected
-  assert functional._choose_algorithm("phase", geometry, *channels) == "phase"
+  assert functional._choose_algorithm("auto", geometry, *channels, jnp.float32, on_cpu=True) == expected
+  assert functional._choose_algorithm("auto", geometry, *channels, jnp.float32, on_cpu=False) == "dilated"
+  assert functional._choose_algorithm("phase", geometry, *channels, jnp.float32, on_cpu=False) == "phase"
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
@@ -554,8 +590,9 @@ def test_auto_on_cpu_in_low_precision_takes_the_phases(dtype):
   """Their product runs on the matrix units in bf16 (`functional._valid_convolution`): no 'hybrid' there."""
   for n in (1, 2):
     geometry = _arguments.geometry(n, 3, 2, "pad", 0, 1, 1)
-    assert functional._choose_algorithm("auto", geometry, 128, 64, dtype) == "phase"
-  assert functional._choose_algorithm("auto", _arguments.geometry(2, 3, 1, "pad", 0, 1, 1), 8, 8, dtype) == "dilated"
+    assert functional._choose_algorithm("auto", geometry, 128, 64, dtype, on_cpu=True) == "phase"
+  stride_one = _arguments.geometry(2, 3, 1, "pad", 0, 1, 1)
+  assert functional._choose_algorithm("auto", stride_one, 8, 8, dtype, on_cpu=True) == "dilated"
 
 
 @pytest.mark.parametrize("algorithm", ["Phase", "fft", None])
