@@ -8,7 +8,9 @@ Each layer (MindSpore ``pad_mode='pad'``, NCHW input, fp32 unless ``--dtype bf16
 ``algorithm='dilated'``, ``'phase'`` and ``'hybrid'`` on JAX's default device, then the choice ``'auto'``
 makes there is printed beside them (`convtranspose.functional._choose_algorithm` quotes these numbers). On
 CPU the lhs-dilated training step is XLA's slow weight gradient (hundreds of milliseconds), so ``dilated`` is
-timed forward only there.
+timed forward only there. Each cell ends with the memory XLA's compiled program holds beyond its inputs and
+outputs (``memory_analysis().temp_size_in_bytes``), forward / training step: the phase path's patches, or
+whatever the device's convolution needs.
 """
 
 import argparse
@@ -17,7 +19,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
-from bench import jax_runner, layer_operands, median_ms
+from bench import jax_runner, layer_operands, median_ms, training_step
 
 from convtranspose import _arguments, functional
 
@@ -55,11 +57,18 @@ def main() -> None:
       times = [min(median_ms(forward, 5) for _ in range(2))]
       if algorithm != "dilated" or not on_cpu:
         times.append(min(median_ms(train, 3) for _ in range(2)))
-      cells.append(f"{algorithm} " + " / ".join(f"{t:7.2f}" for t in times))
+      memory = [temporary_mib(step, x, weight) for step in (layer, training_step(layer))]
+      cells.append(f"{algorithm} " + " / ".join(f"{t:7.2f}" for t in times) + " ms, "
+                   + " / ".join(f"{m:.1f}" for m in memory) + " MiB")
     geometry = _arguments.geometry(len(spatial), k, s, "pad", p, 1, 1, output_padding=op)
     auto = functional._choose_algorithm("auto", geometry, c_in, c_out, dtype, on_cpu)
     print(f"{batch}x{c_in}->{c_out} {'x'.join(map(str, spatial))} k{k} s{s}: " + " | ".join(cells) + f" | auto: {auto}",
           flush=True)
+
+
+def temporary_mib(fn, *args) -> float:
+  """The temporary buffers of ``jax.jit(fn)`` compiled for ``args``, in MiB (XLA's memory analysis)."""
+  return jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes / 2**20
 
 
 if __name__ == "__main__":
