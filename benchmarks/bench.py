@@ -56,6 +56,7 @@ LAYERS = {
 }
 QUICK = ("DCGAN 8x64->32 32x32 k4 s2", "U-Net 8x128->64 32x32 k2 s2", "audio 1-D 4x128->64 L256 k16 s8")
 PEERS = ("flax", "lax", "torch", "torch CL")
+DTYPES = {"fp32": (jnp.float32, torch.float32), "bf16": (jnp.bfloat16, torch.bfloat16)}  # name: (JAX, PyTorch)
 TORCH_TRANSPOSED = {1: torch.nn.functional.conv_transpose1d, 2: torch.nn.functional.conv_transpose2d,
                     3: torch.nn.functional.conv_transpose3d}
 
@@ -77,10 +78,14 @@ def training_step(fn):
   return jax.grad(lambda x, w: jnp.sum(jnp.square(fn(x, w).astype(jnp.float32))), argnums=(0, 1))
 
 
+def blocking(fn, *args):
+  """A zero-argument callable that runs ``fn(*args)`` to completion (JAX dispatches asynchronously)."""
+  return lambda: jax.block_until_ready(fn(*args))
+
+
 def jax_runner(fn, *args):
   """``(forward, train)``: zero-argument callables running the jitted layer and its gradient step."""
-  forward, train = jax.jit(fn), jax.jit(training_step(fn))
-  return (lambda: jax.block_until_ready(forward(*args))), (lambda: jax.block_until_ready(train(*args)))
+  return blocking(jax.jit(fn), *args), blocking(jax.jit(training_step(fn)), *args)
 
 
 # PyTorch runs where JAX runs: on the GPU when JAX's default backend is one (CUDA or ROCm builds of both).
@@ -131,7 +136,7 @@ def runners(layer: tuple, dtype_name: str) -> dict:
   batch, c_in, c_out, spatial, k, s, p = layer
   n = len(spatial)
   x, weight = layer_operands(batch, c_in, c_out, spatial, k)
-  dtype = jnp.bfloat16 if dtype_name == "bf16" else jnp.float32
+  dtype, torch_dtype = DTYPES[dtype_name]
   x_j, w_j = jnp.asarray(x, dtype), jnp.asarray(weight, dtype)
   x_last = jnp.moveaxis(x_j, 1, -1)
   channels_last = {1: "NLC", 2: "NHWC", 3: "NDHWC"}[n]
@@ -152,8 +157,8 @@ def runners(layer: tuple, dtype_name: str) -> dict:
       "lax": jax_runner(lambda x, w: jax.lax.conv_transpose(x, w, (s,) * n, peer_padding,
                                                             dimension_numbers=(spec, "DHW"[-n:] + "IO", spec),
                                                             transpose_kernel=True), x_last, kernel),
-      "torch": torch_runner(x, weight, s, p, torch.bfloat16 if dtype_name == "bf16" else torch.float32, False),
-      "torch CL": torch_runner(x, weight, s, p, torch.bfloat16 if dtype_name == "bf16" else torch.float32, True),
+      "torch": torch_runner(x, weight, s, p, torch_dtype, False),
+      "torch CL": torch_runner(x, weight, s, p, torch_dtype, True),
   }
 
 
@@ -168,7 +173,7 @@ def floor_runner(layer: tuple, dtype_name: str):
   nothing else, where a layer's training step has the same three amounts of arithmetic and more.
   """
   batch, c_in, c_out, spatial, k, _, _ = layer
-  dtype = jnp.bfloat16 if dtype_name == "bf16" else jnp.float32
+  dtype = DTYPES[dtype_name][0]
   rng = np.random.default_rng(0)
   rows = jnp.asarray(rng.standard_normal((batch * math.prod(spatial), c_in)), dtype)
   columns = jnp.asarray(rng.standard_normal((c_in, k ** len(spatial) * c_out)) / math.sqrt(c_in), dtype)
@@ -179,8 +184,7 @@ def floor_runner(layer: tuple, dtype_name: str):
 
   forward = jax.jit(product)
   train = jax.jit(lambda a, b, g: (product(a, b), product(g, b.T), product(a.T, g)))
-  return (lambda: jax.block_until_ready(forward(rows, columns))), (
-      lambda: jax.block_until_ready(train(rows, columns, cotangent)))
+  return blocking(forward, rows, columns), blocking(train, rows, columns, cotangent)
 
 
 def main() -> None:
