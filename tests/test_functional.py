@@ -384,12 +384,12 @@ def test_low_precision_is_rounded_once_from_a_float32_sum(n, stride, kernel, dty
 
 def test_low_precision_products_accumulate_in_float32_on_cpu():
   """What puts bf16 products on the CPU's matrix units (`functional._valid_convolution`): bf16 operands, an f32
-  result, in the program JAX hands to XLA."""
-  assert jax.default_backend() == "cpu"
+  result, in the program JAX hands to XLA for the CPU."""
   x, weight = jnp.ones((2, 8, 5, 5), jnp.bfloat16), jnp.ones((8, 4, 4, 4), jnp.bfloat16)
-  program = jax.jit(functools.partial(ct.conv2d_transpose, stride=2, pad_mode="pad", padding=1)).lower(x, weight)
+  program = _stablehlo(functools.partial(ct.conv2d_transpose, stride=2, pad_mode="pad", padding=1), x, weight,
+                       platform="cpu")
   assert re.search(r"dot_general.*\(tensor<\d+x\d+xbf16>, tensor<\d+x\d+xbf16>\) -> tensor<\d+x\d+xf32>",
-                   program.as_text())
+                   program)
 
 
 def test_mixed_dtypes_promote():
@@ -476,10 +476,14 @@ def test_channels_last_wrong_channel_count_names_the_axis():
 # Algorithm selection.
 
 
-def _stablehlo(fn, *args, platform: str) -> str:
-  """``fn`` jitted and lowered for ``platform`` (`jax.export` lowers for any platform on any host)."""
+def _exported(fn, *args, platforms: tuple[str, ...]) -> export.Exported:
+  """``fn`` jitted and lowered for ``platforms`` (`jax.export` lowers for any platform on any host)."""
   shapes = [jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)) for a in args]
-  return export.export(jax.jit(fn), platforms=(platform,))(*shapes).mlir_module()
+  return export.export(jax.jit(fn), platforms=platforms)(*shapes)
+
+
+def _stablehlo(fn, *args, platform: str) -> str:
+  return _exported(fn, *args, platforms=(platform,)).mlir_module()
 
 
 def test_auto_picks_the_phase_decomposition_for_strides_on_cpu():
@@ -518,8 +522,7 @@ def test_an_export_for_cpu_and_gpu_computes_the_layer_on_cpu():
   x = jax.random.normal(jax.random.key(0), (2, 8, 5, 5))
   weight = jax.random.normal(jax.random.key(1), (8, 4, 3, 3))
   layer = jax.jit(functools.partial(ct.conv2d_transpose, stride=2, pad_mode="pad", padding=1, output_padding=1))
-  shapes = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (x, weight)]
-  exported = export.export(layer, platforms=("cpu", "cuda"))(*shapes)
+  exported = _exported(layer, x, weight, platforms=("cpu", "cuda"))
   assert exported.platforms == ("cpu", "cuda")
   np.testing.assert_array_equal(exported.call(x, weight), layer(x, weight))
 
