@@ -44,7 +44,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
   dtype = DTYPES[parser.parse_args().dtype][0]
-  on_cpu = jax.default_backend() == "cpu"
+  platform = jax.default_backend()
+  on_cpu = platform == "cpu"
   print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}, {jnp.dtype(dtype).name}; milliseconds, "
         "forward / training step")
   for batch, c_in, c_out, spatial, k, s, p, op in LAYERS:
@@ -63,7 +64,7 @@ def main() -> None:
       cells.append(f"{algorithm} " + " / ".join(f"{t:7.2f}" for t in times) + " ms, "
                    + " / ".join(f"{m:.1f}" for m in memory) + " MiB")
     geometry = _arguments.geometry(len(spatial), k, s, "pad", p, 1, 1, output_padding=op)
-    auto = functional._choose_algorithm("auto", geometry, c_in, c_out, dtype, on_cpu)
+    auto = functional._choose_algorithm("auto", geometry, c_in, c_out, dtype, platform)
     print(f"{batch}x{c_in}->{c_out} {'x'.join(map(str, spatial))} k{k} s{s}: " + " | ".join(cells) + f" | auto: {auto}",
           flush=True)
 

@@ -14,6 +14,7 @@ set -u
 out=${OUT:-/tmp/device-out}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export JAX_PLATFORMS=${JAX_PLATFORMS:-cuda,cpu}  # tests/conftest.py defaults to the CPU otherwise
 python=python3
 
 {

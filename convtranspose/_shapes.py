@@ -156,3 +156,23 @@ def phase_plan(input_length: int, kernel_size: int, stride: int, dilation: int, 
       length=length,
       crop=padding[0] - first_phase_row * stride,
   )
+
+
+def phase_kernel_size(kernel_size: int, stride: int, dilation: int) -> int:
+  """``K = (k - 1) * d // s + 1``: the positions each phase's kernel has (see `phase_plan`).
+
+  >>> phase_kernel_size(4, 2, 1), phase_kernel_size(3, 2, 1), phase_kernel_size(2, 2, 1)
+  (2, 2, 1)
+  """
+  return (kernel_size - 1) * dilation // stride + 1
+
+
+def phase_holes(kernel_size: int, stride: int, dilation: int) -> bool:
+  """Whether the phase kernels hold zeros: their ``s * K`` slots exceed the ``k`` taps (``k % s != 0``
+  without dilation; a dilation sharing a factor with the stride leaves whole phases empty).
+
+  >>> phase_holes(4, 2, 1), phase_holes(3, 2, 1), phase_holes(3, 2, 2)
+  (False, True, True)
+  """
+  return stride * phase_kernel_size(kernel_size, stride, dilation) > kernel_size
+

@@ -1,21 +1,21 @@
 """The transposed convolution as pure JAX functions, with MindSpore's semantics.
 
 One N-dimensional `conv_transpose` does the work; `conv1d_transpose`, `conv2d_transpose` and
-`conv3d_transpose` only fix the rank. Three algorithms compute the same numbers:
+`conv3d_transpose` only fix the rank. Three algorithms compute the same numbers, each in its own module:
 
-* ``'dilated'``, the reference formulation: a stride-1 convolution of the ``stride``-dilated input
-  (``lhs_dilation``) with the spatially flipped kernel, padded by ``dk - 1 - pad`` on each side (negative
-  values crop);
-* ``'phase'``, the sub-pixel decomposition: one stride-1 convolution of the undilated input with
-  ``prod(stride)`` times the output channels, one block per output phase, interleaved (depth-to-space) and
-  cropped. It never multiplies the inserted zeros and never builds the dilated input; on CPU its stride-1
-  convolution is one matrix product of the input's patches, so that it and both gradients run on XLA's
-  fast matrix-multiply path (see `_valid_convolution`);
-* ``'hybrid'``: ``'dilated'`` for the value alone, ``'phase'`` wherever JAX differentiates it (the
-  value and its derivatives both, in `jax.grad`, `jax.vjp`, `jax.jvp`), for layers whose forward pass
-  XLA computes faster from the dilated input while the phase derivatives stay fast.
+* ``'dilated'`` (`convtranspose._dilated`), the reference formulation: a stride-1 convolution of the
+  ``stride``-dilated input (``lhs_dilation``) with the spatially flipped kernel, padded by ``dk - 1 - pad``
+  on each side (negative values crop); on accelerators differentiated as the forward convolution's adjoint,
+  so that cuDNN's backward-filter kernel computes the weight gradient (`convtranspose._dilated.lhs_dilated`);
+* ``'phase'`` (`convtranspose._phase`), the sub-pixel decomposition: one stride-1 convolution of the
+  undilated input with ``prod(stride)`` times the output channels, one block per output phase, interleaved
+  (depth-to-space) and cropped. It never multiplies the inserted zeros and never builds the dilated input;
+  on CPU its stride-1 convolution is one matrix product of the input's patches, so that it and both
+  gradients run on XLA's fast matrix-multiply path (see `convtranspose._phase.valid_convolution`);
+* ``'hybrid'`` (`convtranspose._hybrid`): one formulation's value and the other's derivatives, each the
+  platform's faster (on CPU the dilated value with the phase derivatives, elsewhere the reverse).
 
-``'auto'`` picks one per layer and per platform XLA compiles for (CPU or not; `lax.platform_dependent`
+``'auto'`` picks one per layer and per platform XLA compiles for (CPU, GPU or TPU; `lax.platform_dependent`
 decides at lowering, so `jax.export` for a GPU gets the GPU's choice); see `_choose_algorithm`.
 """
 
@@ -28,9 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.custom_derivatives import SymbolicZero
 
-from convtranspose import _arguments, _shapes
+from convtranspose import _arguments, _dilated, _hybrid, _phase, _shapes
+from convtranspose._layout import batch_shape, data_axes
 
 Array = jax.Array
 IntOrTuple = int | tuple[int, ...]
@@ -213,7 +213,7 @@ def _check_rank(weight: Any, n: int) -> None:
 def _check_operands(x: Array, weight: Array, bias: Array | None, geometry: _arguments.Geometry) -> int:
   """Checks a batched ``x`` and ``bias`` against ``weight``; returns ``C_out``."""
   in_channels = weight.shape[0]
-  channel_axis = _data_axes(weight.ndim - 2, geometry.channels_last)[1]
+  channel_axis = data_axes(weight.ndim - 2, geometry.channels_last)[1]
   if x.shape[channel_axis] != in_channels:
     raise ValueError(f"`x` has {x.shape[channel_axis]} channels (axis {channel_axis} of the batched shape "
                      f"{x.shape}), but `weight` of shape {weight.shape} expects C_in = {in_channels}.")
@@ -223,17 +223,6 @@ def _check_operands(x: Array, weight: Array, bias: Array | None, geometry: _argu
   if bias is not None and bias.shape != (out_channels,):
     raise ValueError(f"`bias` must have shape (C_out,) = ({out_channels},), but got {bias.shape}.")
   return out_channels
-
-
-def _data_axes(n: int, channels_last: bool) -> tuple[int, ...]:
-  """The batch, channel and spatial axes of a batched input or output: ``(0, 1, 2, ..., n + 1)``, or
-  ``(0, n + 1, 1, ..., n)`` when ``channels_last`` (the order of a `jax.lax.ConvDimensionNumbers` spec)."""
-  return (0, n + 1, *range(1, n + 1)) if channels_last else tuple(range(n + 2))
-
-
-def _batch_shape(batch: int, channels: int, spatial: tuple[int, ...], channels_last: bool) -> tuple[int, ...]:
-  """``(N, C, *spatial)``, or ``(N, *spatial, C)`` when ``channels_last``."""
-  return (batch, *spatial, channels) if channels_last else (batch, channels, *spatial)
 
 
 def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _arguments.Geometry,
@@ -254,31 +243,38 @@ def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _argu
   out_channels = _check_operands(x, weight, bias, geometry)
   dtype = jnp.result_type(*(a for a in (x, weight, bias) if a is not None))
   x, weight = x.astype(dtype), weight.astype(dtype)
-  in_spatial = tuple(x.shape[axis] for axis in _data_axes(n, geometry.channels_last)[2:])
+  in_spatial = tuple(x.shape[axis] for axis in data_axes(n, geometry.channels_last)[2:])
   if output_size is not None:
     geometry = _arguments.with_output_size(geometry, in_spatial, output_size)
   out_spatial = geometry.output_shape(in_spatial)
-  out_shape = _batch_shape(x.shape[0], out_channels, out_spatial, geometry.channels_last)
+  out_shape = batch_shape(x.shape[0], out_channels, out_spatial, geometry.channels_last)
 
-  def compute(x: Array, weight: Array, *, on_cpu: bool) -> Array:
-    method = _COMPUTE[_choose_algorithm(algorithm, geometry, weight.shape[0], out_channels, dtype, on_cpu)]
+  def compute(x: Array, weight: Array, *, platform: str) -> Array:
+    rows = x.shape[0] * int(np.prod(in_spatial))
+    method = _COMPUTE[_choose_algorithm(algorithm, geometry, weight.shape[0], out_channels, dtype, platform, rows)]
     if geometry.padding_mode == "zeros":
-      return method(x, weight, geometry, out_spatial, precision, on_cpu)
+      return method(x, weight, geometry, out_spatial, precision, platform)
     # The zero-padded adjoint of the unpadded convolution, then the padding's adjoint.
     unpadded = dataclasses.replace(geometry, padding=((0, 0),) * n)
-    y = method(x, weight, unpadded, unpadded.output_shape(in_spatial), precision, on_cpu)
+    y = method(x, weight, unpadded, unpadded.output_shape(in_spatial), precision, platform)
     return _fold_padding(y, geometry, out_spatial)
 
-  if 0 in out_shape or x.size == 0:
-    y = jnp.zeros(out_shape, dtype)  # nothing to convolve: no input reaches any output
-  else:
-    # The platform is the one XLA compiles for, known at lowering: a CPU device on a GPU host, or
-    # `jax.export` for another platform (or several), gets that platform's algorithm and layout.
-    y = lax.platform_dependent(x, weight, cpu=functools.partial(compute, on_cpu=True),
-                               default=functools.partial(compute, on_cpu=False))
+  # Nothing to convolve when no input reaches any output. Otherwise the platform is the one XLA compiles
+  # for, known at lowering: a CPU device on a GPU host, or `jax.export` for another platform (or several),
+  # gets that platform's algorithm and layout.
+  empty = 0 in out_shape or x.size == 0
+  y = jnp.zeros(out_shape, dtype) if empty else _by_platform(x, weight, compute)
   if bias is not None:
-    y = y + bias.astype(dtype).reshape(_batch_shape(1, out_channels, (1,) * n, geometry.channels_last))
+    y = y + bias.astype(dtype).reshape(batch_shape(1, out_channels, (1,) * n, geometry.channels_last))
   return y[0] if unbatched else y
+
+
+def _by_platform(x: Array, weight: Array, compute) -> Array:
+  """``compute(x, weight, platform=...)`` for the platform XLA lowers for: ``'cpu'``, ``'tpu'``, or ``'gpu'``
+  for any other (`lax.platform_dependent`; the tests replace it to run the accelerators' formulations here)."""
+  return lax.platform_dependent(x, weight, cpu=functools.partial(compute, platform="cpu"),
+                                tpu=functools.partial(compute, platform="tpu"),
+                                default=functools.partial(compute, platform="gpu"))
 
 
 def _fold_padding(y: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...]) -> Array:
@@ -292,7 +288,7 @@ def _fold_padding(y: Array, geometry: _arguments.Geometry, out_spatial: tuple[in
   """
   mode = _arguments.PADDING_MODES[geometry.padding_mode]
   layer_padding = [(lo, hi + op) for (lo, hi), op in zip(geometry.padding, geometry.output_padding)]
-  for axis, (out, (lo, hi)) in zip(_data_axes(len(out_spatial), geometry.channels_last)[2:],
+  for axis, (out, (lo, hi)) in zip(data_axes(len(out_spatial), geometry.channels_last)[2:],
                                    zip(out_spatial, layer_padding)):
     # Only 'same' with dk < s crops (hi = dk - s), leaving (L - 1) * s + dk >= 1 rows to pad from.
     before, after, kept = max(lo, 0), max(hi, 0), out - max(-lo, 0) - max(-hi, 0)
@@ -309,50 +305,9 @@ def _fold_padding(y: Array, geometry: _arguments.Geometry, out_spatial: tuple[in
   return y
 
 
-def _lhs_dilated(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
-                 precision: lax.PrecisionLike, on_cpu: bool) -> Array:
-  """``conv(dilate(x, stride), flip(W))``: the reference formulation, guarded against an XLA abort.
-
-  On CPU it is computed channels-last, the layout XLA's CPU convolutions run fastest (forward, fp32,
-  channels-first input: 4x128->128 32x32 k3 s2 7.4 ms through NHWC vs 8.8 ms in NCHW, 8x128->64 32x32
-  k2 s2 3.9 vs 4.5 ms): a channels-first caller pays one transpose each way.
-  """
-  if not geometry.channels_last and on_cpu:
-    inside = dataclasses.replace(geometry, channels_last=True)
-    return jnp.moveaxis(_lhs_dilated(jnp.moveaxis(x, 1, -1), weight, inside, out_spatial, precision, on_cpu), -1, 1)
-  n = weight.ndim - 2
-  conv_padding = [
-      _shapes.lhs_dilated_padding(k, d, pad)
-      for k, d, pad in zip(geometry.kernel_size, geometry.dilation, geometry.padding)
-  ]
-  extra = [
-      _operand_swap_guard(k, s, d, pad, out)
-      for k, s, d, pad, out in zip(geometry.kernel_size, geometry.stride, geometry.dilation, conv_padding, out_spatial)
-  ]
-  conv_padding = [(lo, hi + e) for (lo, hi), e in zip(conv_padding, extra)]
-  spatial = tuple(range(2, n + 2))
-  data_spec = _data_axes(n, geometry.channels_last)
-  y = lax.conv_general_dilated(
-      x,
-      lax.rev(_group_kernel(weight, geometry.group), spatial),
-      window_strides=(1,) * n,
-      padding=conv_padding,
-      lhs_dilation=geometry.stride,
-      rhs_dilation=geometry.dilation,
-      # Kernel (C_in // group, C_out, *k): axis 1 is the output feature, axis 0 the input feature.
-      dimension_numbers=lax.ConvDimensionNumbers(lhs_spec=data_spec, rhs_spec=(1, 0, *spatial), out_spec=data_spec),
-      feature_group_count=geometry.group,
-      precision=precision,
-  )
-  if any(extra):
-    y = lax.slice(y, (0,) * y.ndim, _batch_shape(y.shape[0], y.shape[data_spec[1]], out_spatial,
-                                                 geometry.channels_last))
-  return y
-
-
 def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels: int, out_channels: int,
-                      dtype: Any, on_cpu: bool) -> str:
-  """``algorithm``, with ``'auto'`` resolved for the platform (CPU or not) and the layer.
+                      dtype: Any, platform: str, rows: int | None = None) -> str:
+  """``algorithm``, with ``'auto'`` resolved for the platform (``'cpu'``, ``'gpu'``, ``'tpu'``) and the layer.
 
   Measured on 2 CPU cores (``benchmarks/results/cpu-fp32.json`` and ``cpu-bf16.json``): with a stride above 1,
   ``'auto'`` takes 0.53x the reference's forward time (geometric mean over ten layers; 0.01x-1.31x) and
@@ -367,184 +322,50 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   ms), nor where the taps tile (8x64->64 32x32 k4 s2: 25 vs 6.8 ms), nor in one dimension (split: 1.08 vs
   0.99 ms, 0.83 vs 0.98 ms), nor in three, where XLA's CPU lhs-dilated convolution is a naive loop
   (2x32->16 8^3 k4 s2: 95 vs 0.92 ms). In bfloat16 and float16 the phases' matrix product runs on the
-  CPU's matrix units (`_valid_convolution`) and wins these layers too (bf16 forward, phase vs hybrid:
+  CPU's matrix units (`_phase.valid_convolution`) and wins these layers too (bf16 forward, phase vs hybrid:
   4x128->128 32x32 k3 s2 7.0 vs 7.8 ms, 8x128->128 16x16 k3 s2 2.9 vs 3.5 ms). At stride 1 there are no
   phases and no inserted zeros; the reference is as fast (bf16 stride 1 8x64->64 16x16 k3: 1.1 vs 1.6 ms
-  forward, 2.6 vs 5.5 ms per training step). On GPU the lhs-dilated form with the kernel reversed in-graph
-  reaches cuDNN's backward-data kernel; that backend keeps the reference until the H100 measurements of the
-  benchmark suite decide otherwise.
+  forward, 2.6 vs 5.5 ms per training step).
+
+  Off the CPU the rule comes from the programs XLA compiles (``python benchmarks/accelerator_programs.py``,
+  ``benchmarks/results/accelerator-programs.md``; compile-only, so kernels, multiply-adds and XLA:TPU's cost
+  model, not times). On GPU, ``'dilated'`` for one group and no dilation: one cuDNN backward-data call, and with
+  `convtranspose._dilated.adjoint_tangent` a training step of backward-data, forward and backward-filter at
+  1.00x the useful multiply-adds (16x256->128 32x32 k4 s2; JAX's own derivative is a forward convolution with
+  a 32x32 window, and 3.33x the work in 1-D and 3-D). ``'phase'`` for groups, which XLA never hands to the
+  backward-data kernel: the reference convolves the zero-stuffed input there (16x256->256 g8: 4.00x the
+  work, the phases 1.06x), and for a dilation, which that kernel does not take either (8x64->64 16x16 k3
+  s2 d2: the reference 11x the work over the zero-stuffed input, the phases 1.00x with forward,
+  backward-input and backward-filter calls). On TPU, by XLA:TPU's estimated cycles (v6e and v5e, fp32):
+  ``'hybrid'`` (the phase value, the adjoint's derivatives) for 2-D layers whose taps tile the stride with
+  two or more taps per phase and at least 4096 input rows ``N * prod(L)``, where the phase convolution's
+  speed pays for moving the kernel (v6e, forward / training step, ours vs Flax: 8x64->32 32x32 k4 s2 57k /
+  49k vs 98k / 166k cycles; 16x256->128 32x32 154k / 184k vs 329k / 522k; 16x64->64 16x16 36k / 40k vs 50k
+  / 86k); ``'dilated'`` elsewhere, differentiated through the adjoint where the taps tile (32x256->128 8x8,
+  2048 rows: 28k / 44k vs 28k / 50k; k2 s2, one tap per phase, 8x128->64 32x32: the phases' training step
+  113k, the reference's 56k) and by JAX's own rules where they leave holes (StyleGAN-like k3 s2: 83k /
+  119k, the phases 314k / 376k). In 1-D and 3-D the phases' value loses the training step (8x64->32 L1024
+  k8 s4: 99k vs 58k). One TPU program serves every generation (`lax.platform_dependent` knows the
+  platform, not the chip): v5e's model prefers the reference's forward pass on more of these layers
+  (8x64->32 32x32: 105k vs 70k); the training-step choice is the same on both.
   """
   if algorithm != "auto":
     return algorithm
-  if not on_cpu or all(s == 1 for s in geometry.stride):
+  if all(s == 1 for s in geometry.stride):
     return "dilated"
-  # The phase kernel has s * ((k - 1) * d // s + 1) slots per dimension for k taps (`_shapes.phase_plan`).
-  holes = any(s * ((k - 1) * d // s + 1) > k for k, s, d in zip(geometry.kernel_size, geometry.stride,
-                                                                geometry.dilation))
-  narrow = _accumulation_type(dtype) is not None
+  holes = any(map(_shapes.phase_holes, geometry.kernel_size, geometry.stride, geometry.dilation))
+  if platform == "gpu":  # the reference where XLA hands it to cuDNN's backward-data kernel
+    return "dilated" if geometry.group == 1 and all(d == 1 for d in geometry.dilation) else "phase"
+  if platform == "tpu":  # the phases' value pays for moving the kernel: worth it on large 2-D layers
+    one_tap = all(_shapes.phase_kernel_size(k, s, d) == 1
+                  for k, s, d in zip(geometry.kernel_size, geometry.stride, geometry.dilation))
+    large = rows is None or rows >= 4096
+    two_d = len(geometry.stride) == 2
+    return "hybrid" if geometry.group == 1 and two_d and not holes and not one_tap and large else "dilated"
+  narrow = _phase.accumulation_type(dtype) is not None
   if holes and len(geometry.stride) == 2 and geometry.group == 1 and in_channels >= out_channels and not narrow:
     return "hybrid"
   return "phase"
 
 
-def _phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
-           precision: lax.PrecisionLike, on_cpu: bool) -> Array:
-  """The sub-pixel decomposition (`convtranspose._shapes.phase_plan`), computed channels-last.
-
-  The phase kernel ``(*K, C_in // G, G * prod(s) * C_out // G)`` is gathered from ``weight`` by one einsum
-  with 0/1 tap-selection tensors (exact: each entry is one weight or zero; differentiable). The input is
-  padded or cropped explicitly and convolved unpadded: folding the padding into the convolution put XLA's
-  CPU weight gradient on its slow path (measured 2,000 ms vs 66 ms for the training step of the 32x256->128
-  8x8 layer).
-  """
-  n = weight.ndim - 2
-  batched_lengths = [x.shape[axis] for axis in _data_axes(n, geometry.channels_last)[2:]]
-  plans = [
-      _shapes.phase_plan(length, k, s, d, pad, out)
-      for length, k, s, d, pad, out in zip(batched_lengths, geometry.kernel_size, geometry.stride, geometry.dilation,
-                                            geometry.padding, out_spatial)
-  ]
-  group, (in_channels, out_per_group) = geometry.group, weight.shape[:2]
-  selections = []
-  for plan, k, s in zip(plans, geometry.kernel_size, geometry.stride):
-    selection = np.zeros((s, plan.kernel_size, k), np.float32)
-    for j, (phase, position) in enumerate(plan.taps):
-      selection[phase, position, j] = 1
-    selections.append(jnp.asarray(selection, weight.dtype))
-  taps, phases, positions = "jklmnopq"[:n], "rstuvwxy"[:n], "ABCDEFGH"[:n]  # any rank up to 8
-  gather = (f"gic{taps}," + ",".join(f"{phases[a]}{positions[a]}{taps[a]}" for a in range(n)) +
-            f"->{positions}ig{phases}c")
-  kernel = jnp.einsum(gather, weight.reshape(group, in_channels // group, out_per_group, *weight.shape[2:]),
-                      *selections, precision=lax.Precision.HIGHEST)
-  num_phases = int(np.prod(geometry.stride))
-  kernel = kernel.reshape(*kernel.shape[:n], in_channels // group, group * num_phases * out_per_group)
-
-  if not geometry.channels_last:
-    x = jnp.moveaxis(x, 1, -1)
-  x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((*plan.padding, 0) for plan in plans), (0, 0, 0)])
-  y = _valid_convolution(x, kernel, group, precision, on_cpu)
-  # Depth-to-space: (N, *Q, G, *s, C // G) -> (N, Q_1, s_1, ..., Q_n, s_n, G, C // G) -> (N, *(Q * s), C).
-  batch, lengths = y.shape[0], [plan.length for plan in plans]
-  y = y.reshape(batch, *lengths, group, *geometry.stride, out_per_group)
-  interleave = [0, *(a for axis in range(n) for a in (1 + axis, 2 + n + axis)), 1 + n, 2 + 2 * n]
-  y = y.transpose(interleave).reshape(batch, *(q * s for q, s in zip(lengths, geometry.stride)),
-                                      group * out_per_group)
-  y = lax.slice(y, (0, *(plan.crop for plan in plans), 0),
-                (batch, *(plan.crop + out for plan, out in zip(plans, out_spatial)), group * out_per_group))
-  return y if geometry.channels_last else jnp.moveaxis(y, -1, 1)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
-def _hybrid(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
-            precision: lax.PrecisionLike, on_cpu: bool) -> Array:
-  """`_lhs_dilated` as a value; differentiated, `_phase` (see `_phase_jvp`)."""
-  return _lhs_dilated(x, weight, geometry, out_spatial, precision, on_cpu)
-
-
-@functools.partial(_hybrid.defjvp, symbolic_zeros=True)
-def _phase_jvp(geometry, out_spatial, precision, on_cpu, primals, tangents):
-  """``f(x, W)`` is bilinear: ``df = f(dx, W) + f(x, dW)``, every term by the phase decomposition.
-
-  The value is recomputed by the phases too, so that reverse mode shares their patches between the value
-  and the weight gradient, as `_phase` alone would; the dilated value is only for undifferentiated calls.
-  A tangent JAX knows to be zero (an argument not differentiated) costs nothing.
-  """
-  (x, weight), (x_dot, weight_dot) = primals, tangents
-  compute = functools.partial(_phase, geometry=geometry, out_spatial=out_spatial, precision=precision,
-                              on_cpu=on_cpu)
-  y = compute(x, weight)
-  terms = []
-  if not isinstance(x_dot, SymbolicZero):
-    terms.append(compute(x_dot, weight))
-  if not isinstance(weight_dot, SymbolicZero):
-    terms.append(compute(x, weight_dot))
-  return y, functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
-
-
-def _valid_convolution(x: Array, kernel: Array, group: int, precision: lax.PrecisionLike, on_cpu: bool) -> Array:
-  """Stride-1 unpadded convolution, channels-last: ``x`` ``(N, *L, C)``, ``kernel`` ``(*K, C // G, M)``.
-
-  On CPU, with one group and two or more spatial dimensions, it is one matrix product of the patches,
-  ``y[p, m] = sum_{t, c} x[p + t, c] * kernel[t, c, m]``, the ``prod(K)`` shifted windows of ``x``
-  concatenated along the channels (im2col). XLA's CPU convolution computes the forward pass as fast, but not
-  its weight gradient; the plain 2-D dot and the dots of its gradients stay on the fast matrix-multiply path.
-  Measured on 2 cores, training step (gradients of input and weight) with the convolution vs with the
-  product, fp32: 32x256->128 8x8 k4 s2 57 vs 39 ms, 8x128->64 32x32 k2 s2 42 vs 11 ms, 4x128->128 32x32 k3 s2
-  90 vs 30 ms, 2x32->16 8^3 k4 s2 7.9 vs 3.0 ms, forward passes equal; bfloat16 alike. The 1-D audio layers of
-  ``benchmarks/bench.py`` train faster with the convolution in float32 (4.2 vs 4.9 ms, 5.2 vs 5.7 ms), so
-  they keep it there. In bfloat16 and float16 every rank takes the product, accumulated in float32
-  (`_accumulation_type`) and rounded once: XLA runs ``bf16 x bf16 -> f32`` products on the CPU's matrix units
-  (AMX on the benchmark machine) but not products with a bf16 result, which it also accumulates in float32
-  (the same error against float64). A 2592x1024x512 bf16 product: 1.8 ms vs 9.4 ms.
-  The product holds ``prod(K)`` copies of the input. Elsewhere it is XLA's convolution (cuDNN on GPU).
-  """
-  n = kernel.ndim - 2
-  lengths = [length - k + 1 for length, k in zip(x.shape[1:-1], kernel.shape[:n])]
-  accumulation = _accumulation_type(x.dtype)
-  if group == 1 and (n >= 2 or accumulation) and on_cpu:
-    windows = [lax.slice(x, (0, *start, 0), (x.shape[0], *(s + q for s, q in zip(start, lengths)), x.shape[-1]))
-               for start in np.ndindex(*kernel.shape[:n])]  # tap-major, as the kernel's (*K, C) rows
-    patches = jnp.concatenate(windows, axis=-1)
-    y = jnp.dot(patches.reshape(-1, patches.shape[-1]), kernel.reshape(-1, kernel.shape[-1]), precision=precision,
-                preferred_element_type=accumulation)
-    return y.astype(x.dtype).reshape(x.shape[0], *lengths, kernel.shape[-1])
-  data_spec = _data_axes(n, channels_last=True)
-  return lax.conv_general_dilated(
-      x, kernel, window_strides=(1,) * n, padding=[(0, 0)] * n,
-      dimension_numbers=lax.ConvDimensionNumbers(lhs_spec=data_spec, rhs_spec=(n + 1, n, *range(n)),
-                                                 out_spec=data_spec),
-      feature_group_count=group, precision=precision)
-
-
-def _accumulation_type(dtype: Any) -> Any:
-  """``float32`` for floats narrower than 32 bits (the product's accumulator), else None (the input's own)."""
-  return jnp.float32 if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32 else None
-
-
-_COMPUTE = {"dilated": _lhs_dilated, "phase": _phase, "hybrid": _hybrid}
-
-
-def _group_kernel(weight: Array, group: int) -> Array:
-  """MindSpore's ``(C_in, C_out // G, *k)`` as ``(C_in // G, C_out, *k)``, output channels group-major.
-
-  XLA's grouped convolution splits the kernel's output-feature axis into ``G`` consecutive blocks, block
-  ``g`` seeing input channels ``[g * C_in / G, (g + 1) * C_in / G)``; MindSpore's weight holds group ``g``
-  in rows ``[g * C_in / G, (g + 1) * C_in / G)``. With one group this is only a relabelling (no copy).
-  """
-  if group == 1:
-    return weight
-  in_channels, out_per_group, *kernel = weight.shape
-  grouped = weight.reshape(group, in_channels // group, out_per_group, *kernel)
-  return jnp.swapaxes(grouped, 0, 1).reshape(in_channels // group, group * out_per_group, *kernel)
-
-
-def _operand_swap_guard(kernel_size: int, stride: int, dilation: int, conv_padding: tuple[int, int],
-                        out_length: int) -> int:
-  """Extra high padding (0 or 1) that keeps one spatial dimension away from an XLA abort.
-
-  XLA's convolution operand swap (``SwapConvolutionOperandsIfBeneficial`` in ``conv_operand_swapper.cc``,
-  run by the algebraic simplifier) treats a spatial dimension with zero padding, no window dilation or
-  reversal, ``base_dilation == window_size`` and ``stride == window_size - 1`` as a "group" dimension and
-  copies its window unchanged into the swapped convolution, whose kernel then no longer fits it: a CHECK
-  failure ("Window dimensions do not match RHS shape") kills the process (jaxlib 0.10.2 and 0.11.2, CPU
-  and GPU). Two convolutions of ours can match that pattern:
-
-  * the forward pass (window ``k``, base dilation ``stride``, window stride 1): ``k == stride == 2``,
-    ``dilation == 1`` and zero padding;
-  * JAX's weight gradient of it (window = the output cotangent of length ``out``, base dilation
-    ``stride``, window stride ``dilation``, same padding): ``out == stride`` and
-    ``dilation == stride - 1`` with zero padding.
-
-  For those dimensions one more row of padding at the high end (sliced off afterwards) breaks the
-  pattern in both; the input gradient has no base dilation and cannot match. Grouped convolutions are
-  guarded too, since XLA may rewrite them into ungrouped ones before the swap. Verified by
-  ``tests/test_xla_abort.py`` over every small configuration.
-
-  Returns:
-    1 if the dimension must be padded by one more row (and the result sliced), else 0.
-  """
-  if conv_padding != (0, 0):
-    return 0
-  forward_pattern = kernel_size == stride == 2 and dilation == 1
-  weight_gradient_pattern = out_length == stride and dilation == stride - 1
-  return int(forward_pattern or weight_gradient_pattern)
+_COMPUTE = {"dilated": _dilated.lhs_dilated, "phase": _phase.phase, "hybrid": _hybrid.hybrid}

@@ -54,7 +54,7 @@ def test_every_layer_of_the_suite_is_named_and_quick_is_a_subset():
 @pytest.mark.parametrize("layer", [layer for layer in SMALL_LAYERS if len(layer[3]) >= 2 and layer[5] > 1])
 def test_the_cpu_training_step_stays_on_matrix_products(layer):
   """The relapse the benchmark measures, caught without timing: XLA's CPU weight gradient of a convolution is
-  1.5-4x slower than that of a matrix product (`convtranspose.functional._valid_convolution`), so a strided
+  1.5-4x slower than that of a matrix product (`convtranspose._phase.valid_convolution`), so a strided
   2-D or 3-D training step on CPU must compile to dots and no convolution."""
   if jax.default_backend() != "cpu":
     pytest.skip("the matrix-product formulation is the CPU choice; other backends keep XLA's convolution")

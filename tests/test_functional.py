@@ -383,8 +383,8 @@ def test_low_precision_is_rounded_once_from_a_float32_sum(n, stride, kernel, dty
 
 
 def test_low_precision_products_accumulate_in_float32_on_cpu():
-  """What puts bf16 products on the CPU's matrix units (`functional._valid_convolution`): bf16 operands, an f32
-  result, in the program JAX hands to XLA for the CPU."""
+  """What puts bf16 products on the CPU's matrix units (`convtranspose._phase.valid_convolution`): bf16
+  operands, an f32 result, in the program JAX hands to XLA for the CPU."""
   x, weight = jnp.ones((2, 8, 5, 5), jnp.bfloat16), jnp.ones((8, 4, 4, 4), jnp.bfloat16)
   program = _stablehlo(functools.partial(ct.conv2d_transpose, stride=2, pad_mode="pad", padding=1), x, weight,
                        platform="cpu")
@@ -502,11 +502,11 @@ _CUDNN_BACKWARD_DATA = re.compile(r"stablehlo\.convolution\(%\S+, (%\S+)\) dim_n
                                   r"\{batch_group_count = 1 : i64, feature_group_count = 1 : i64\}")
 
 
-@pytest.mark.parametrize("platform", ["cuda", "rocm", "tpu"])
+@pytest.mark.parametrize("platform", ["cuda", "rocm"])
 @pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
-def test_auto_lowers_the_reference_with_the_kernel_reversed_in_graph_for_accelerators(platform, data_format):
+def test_auto_lowers_the_reference_with_the_kernel_reversed_in_graph_for_gpus(platform, data_format):
   """Chosen per platform at lowering (`lax.platform_dependent`), not from this host's default backend: the
-  GPU and TPU programs built here are the reference, in the caller's layout, shaped for cuDNN."""
+  GPU programs built here are the reference, in the caller's layout, shaped for cuDNN."""
   x = jnp.ones((2, 8, 5, 5) if data_format == "NCHW" else (2, 5, 5, 8))
   layer = functools.partial(ct.conv2d_transpose, stride=2, pad_mode="pad", padding=1, data_format=data_format)
   module = _stablehlo(layer, x, jnp.ones((8, 4, 4, 4)), platform=platform)
@@ -580,22 +580,21 @@ def test_hybrid_is_dilated_as_a_value_and_phase_under_differentiation(layer, see
     (2, 3, 1, 1, 1, (8, 8), "dilated"),  # stride 1: nothing to decompose
 ])
 def test_auto_on_cpu(n, kernel, stride, dilation, group, channels, expected):
-  """The rule `functional._choose_algorithm` derives from ``benchmarks/algorithms.py``, as a table; other
-  platforms keep the reference until measured."""
+  """The rule `functional._choose_algorithm` derives from ``benchmarks/algorithms.py``, as a table (the
+  accelerators' rules: tests/test_accelerator_programs.py)."""
   geometry = _arguments.geometry(n, kernel, stride, "pad", 0, dilation, group)
-  assert functional._choose_algorithm("auto", geometry, *channels, jnp.float32, on_cpu=True) == expected
-  assert functional._choose_algorithm("auto", geometry, *channels, jnp.float32, on_cpu=False) == "dilated"
-  assert functional._choose_algorithm("phase", geometry, *channels, jnp.float32, on_cpu=False) == "phase"
+  assert functional._choose_algorithm("auto", geometry, *channels, jnp.float32, platform="cpu") == expected
+  assert functional._choose_algorithm("phase", geometry, *channels, jnp.float32, platform="gpu") == "phase"
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_auto_on_cpu_in_low_precision_takes_the_phases(dtype):
-  """Their product runs on the matrix units in bf16 (`functional._valid_convolution`): no 'hybrid' there."""
+  """Their product runs on the matrix units in bf16 (`convtranspose._phase.valid_convolution`): no 'hybrid'."""
   for n in (1, 2):
     geometry = _arguments.geometry(n, 3, 2, "pad", 0, 1, 1)
-    assert functional._choose_algorithm("auto", geometry, 128, 64, dtype, on_cpu=True) == "phase"
+    assert functional._choose_algorithm("auto", geometry, 128, 64, dtype, platform="cpu") == "phase"
   stride_one = _arguments.geometry(2, 3, 1, "pad", 0, 1, 1)
-  assert functional._choose_algorithm("auto", stride_one, 8, 8, dtype, on_cpu=True) == "dilated"
+  assert functional._choose_algorithm("auto", stride_one, 8, 8, dtype, platform="cpu") == "dilated"
 
 
 @pytest.mark.parametrize("algorithm", ["Phase", "fft", None])

@@ -1,7 +1,7 @@
 """No configuration may abort the interpreter: XLA's operand-swap CHECK failure, probed in subprocesses.
 
 XLA's algebraic simplifier dies ("Window dimensions do not match RHS shape") on some valid lhs-dilated
-convolutions (see `convtranspose.functional._operand_swap_guard`). An abort cannot be caught in-process,
+convolutions (see `convtranspose._dilated.operand_swap_guard`). An abort cannot be caught in-process,
 so every probe runs in a child Python: an abort is a failed test naming the configuration, not a dead run.
 """
 
@@ -46,11 +46,13 @@ def test_an_abort_is_reported_not_fatal():
   assert "about to abort" in describe(result)
 
 
+@pytest.mark.parametrize("platform", ["cpu", "gpu"])
 @pytest.mark.parametrize("chunk", range(NUM_CHUNKS))
-def test_small_configurations_never_abort(chunk):
+def test_small_configurations_never_abort(chunk, platform):
   """Input 1-3, kernel 1-5, stride 1-3, dilation 1-2, every pad mode, groups, output_padding channels-last:
-  forward and both gradients."""
-  result = run_python(str(PROBE), str(chunk), str(NUM_CHUNKS))
+  forward and both gradients; for the GPU's formulation (the forward convolution's adjoint, computed here on
+  the CPU, whose XLA shares the simplifier) the forward-mode derivative too."""
+  result = run_python(str(PROBE), str(chunk), str(NUM_CHUNKS), *(["--platform", platform] if platform != "cpu" else []))
   assert result.returncode == 0, describe(result)
   assert result.stdout.splitlines()[-1].startswith("done "), describe(result)
 

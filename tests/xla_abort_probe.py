@@ -1,14 +1,17 @@
 """Runs transposed convolutions that could hit XLA's operand-swap CHECK failure; meant for a subprocess.
 
-Usage: ``python tests/xla_abort_probe.py CHUNK NUM_CHUNKS [--unguarded] [--phase]`` for a share of the sweep,
-or ``python tests/xla_abort_probe.py --config "REPR" [--unguarded] [--phase]`` for one configuration.
+Usage: ``python tests/xla_abort_probe.py CHUNK NUM_CHUNKS [--unguarded] [--phase] [--platform gpu]`` for a
+share of the sweep, or ``python tests/xla_abort_probe.py --config "REPR" [...]`` for one configuration.
 
 For every configuration of its chunk it prints one ``config`` line *before* compiling, then compiles and
 runs, in one jitted function, the forward pass and the gradients with respect to the input and the weight.
 The last line is ``done N`` when every configuration ran. If XLA aborts, the process dies with SIGABRT and
 the last ``config`` line names the culprit. ``--unguarded`` removes the package's guard (to show the abort
 is real on this jaxlib). The lhs-dilated algorithm is the one at risk and the one probed; ``--phase`` runs
-the phase decomposition instead (no lhs dilation, so XLA's pattern cannot match).
+the phase decomposition instead (no lhs dilation, so XLA's pattern cannot match). ``--platform gpu`` (or
+``tpu``) computes, on this CPU, what the package gives XLA for that platform (`functional._by_platform`):
+there ``'dilated'`` is differentiated through the forward convolution's adjoint, whose convolutions differ
+from JAX's own, so the probe also runs the forward-mode derivative (`jax.jvp`) of each configuration.
 """
 
 import ast
@@ -19,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 import convtranspose as ct
-from convtranspose import functional
+from convtranspose import _dilated, functional
 
 # One spatial dimension: input length, kernel, stride, dilation (the ranges the issue names).
 LENGTHS, KERNELS, STRIDES, DILATIONS = (1, 2, 3), (1, 2, 3, 4, 5), (1, 2, 3), (1, 2)
@@ -65,7 +68,7 @@ def configurations():
 
 
 def run(mode, dims, channels, group, output_padding=(0, 0), data_format="NCHW", padding_mode="zeros",
-        algorithm="dilated"):
+        algorithm="dilated", forward_mode=False):
   (lengths, kernels, strides, dilations, pads) = zip(*dims)
   padding = tuple(p for pair in pads for p in pair) if mode == "pad" else 0
   x = jnp.ones((1, channels, *lengths))
@@ -83,12 +86,19 @@ def run(mode, dims, channels, group, output_padding=(0, 0), data_format="NCHW", 
   except ValueError:
     return  # a negative output length: rejected before XLA sees it
   jax.block_until_ready((y, grads))
+  if forward_mode:
+    jax.block_until_ready(jax.jit(lambda x, w: jax.jvp(loss, (x, w), (x, w)))(x, w))
 
 
 def main():
   args = [a for a in sys.argv[1:] if a not in ("--unguarded", "--phase")]
   if "--unguarded" in sys.argv:
-    functional._operand_swap_guard = lambda *args: 0
+    _dilated.operand_swap_guard = lambda *args: 0
+  platform = None
+  if "--platform" in args:
+    platform = args.pop(args.index("--platform") + 1)
+    args.remove("--platform")
+    functional._by_platform = lambda x, w, compute: compute(x, w, platform=platform)
   algorithm = "phase" if "--phase" in sys.argv else "dilated"
   if args[0] == "--config":
     chosen = [ast.literal_eval(args[1])]
@@ -98,7 +108,7 @@ def main():
   count = 0
   for config in chosen:
     print("config", config, flush=True)
-    run(*config, algorithm=algorithm)
+    run(*config, algorithm=algorithm, forward_mode=platform is not None)
     count += 1
   print("done", count, flush=True)
 

@@ -1,0 +1,75 @@
+"""``algorithm='hybrid'``: one formulation's value, the other's derivatives, each the platform's faster.
+
+* On CPU, the reference value (`convtranspose._dilated`) with the phase decomposition's derivatives: for
+  layers whose forward pass XLA's CPU backend computes faster from the dilated input, while the phase
+  derivatives stay on its fast matrix products (`_dilated_value`).
+* Elsewhere, the phase value with the reference's derivatives in their accelerator form
+  (`convtranspose._dilated.adjoint_tangent`): on TPU the phase convolution runs at matrix speed by XLA:TPU's
+  cost model while the lhs-dilated one does not, and the strided forward convolution (input gradient) and
+  the forward convolution's weight gradient are cheap, whereas the phase derivatives pay a space-to-depth
+  copy of the cotangent (`_phase_value`; `benchmarks/accelerator_programs.py` has the cycles).
+
+Either way the value and the derivatives are the layer's, to float rounding.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.custom_derivatives import SymbolicZero
+
+from convtranspose import _arguments
+from convtranspose._dilated import adjoint_tangent, lhs_dilated
+from convtranspose._phase import phase
+
+Array = jax.Array
+
+
+def hybrid(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
+           precision: lax.PrecisionLike, platform: str) -> Array:
+  """`_dilated_value` on CPU, `_phase_value` elsewhere."""
+  if platform == "cpu":
+    return _dilated_value(x, weight, geometry, out_spatial, precision, platform)
+  return _phase_value(x, weight, geometry, out_spatial, precision)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
+def _dilated_value(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
+                   precision: lax.PrecisionLike, platform: str) -> Array:
+  """`lhs_dilated` as a value; differentiated, `phase` (see `_phase_jvp`)."""
+  return lhs_dilated(x, weight, geometry, out_spatial, precision, platform)
+
+
+@functools.partial(_dilated_value.defjvp, symbolic_zeros=True)
+def _phase_jvp(geometry, out_spatial, precision, platform, primals, tangents):
+  """``f(x, W)`` is bilinear: ``df = f(dx, W) + f(x, dW)``, every term by the phase decomposition.
+
+  The value is recomputed by the phases too, so that reverse mode shares their patches between the value
+  and the weight gradient, as `phase` alone would; the dilated value is only for undifferentiated calls.
+  A tangent JAX knows to be zero (an argument not differentiated) costs nothing.
+  """
+  (x, weight), (x_dot, weight_dot) = primals, tangents
+  compute = functools.partial(phase, geometry=geometry, out_spatial=out_spatial, precision=precision,
+                              platform=platform)
+  y = compute(x, weight)
+  terms = []
+  if not isinstance(x_dot, SymbolicZero):
+    terms.append(compute(x_dot, weight))
+  if not isinstance(weight_dot, SymbolicZero):
+    terms.append(compute(x, weight_dot))
+  return y, functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _phase_value(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
+                 precision: lax.PrecisionLike) -> Array:
+  """`phase` as a value; differentiated, `convtranspose._dilated.adjoint_tangent`."""
+  return phase(x, weight, geometry, out_spatial, precision, platform="tpu")
+
+
+@functools.partial(_phase_value.defjvp, symbolic_zeros=True)
+def _adjoint_jvp(geometry, out_spatial, precision, primals, tangents):
+  (x, weight), (x_dot, weight_dot) = primals, tangents
+  y = _phase_value(x, weight, geometry, out_spatial, precision)
+  return y, adjoint_tangent(x, weight, x_dot, weight_dot, geometry, y, precision)

@@ -1,0 +1,138 @@
+"""``algorithm='phase'``: the sub-pixel decomposition of a transposed convolution.
+
+One stride-1 convolution of the undilated input with ``prod(stride)`` times the output channels, one block
+per output phase, interleaved (depth-to-space) and cropped (`convtranspose._shapes.phase_plan` has the
+arithmetic). It never multiplies the inserted zeros and never builds the dilated input; where the kernel's
+taps do not tile the stride (``k % s != 0`` without dilation) the phase kernel holds zeros, ``(s * K / k)``
+more multiply-adds per dimension. Its convolution is a forward convolution of the input on every platform,
+for grouped layers too, and its gradients are XLA's ordinary ones (on GPU cuDNN's backward-data and
+backward-filter kernels); on CPU it is one matrix product of the input's patches (`valid_convolution`).
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from convtranspose import _arguments, _shapes
+from convtranspose._layout import data_axes
+
+Array = jax.Array
+
+
+def phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
+           precision: lax.PrecisionLike, platform: str) -> Array:
+  """The sub-pixel decomposition (`convtranspose._shapes.phase_plan`), computed channels-last.
+
+  The phase kernel ``(*K, C_in // G, G * prod(P) * C_out // G)`` is rearranged from ``weight``
+  (`phase_kernel`), for the ``P`` phases per dimension that hold a tap: a dilation sharing a factor with the
+  stride leaves whole phases without one (``k = 3, d = s = 2``: taps at 0, 2, 4, all in phase 0), whose
+  outputs are zeros, put in place after the convolution rather than computed. The input is padded or
+  cropped explicitly and convolved unpadded: folding the padding into the convolution put XLA's CPU weight
+  gradient on its slow path (measured 2,000 ms vs 66 ms for the training step of the 32x256->128 8x8 layer).
+  """
+  n = weight.ndim - 2
+  batched_lengths = [x.shape[axis] for axis in data_axes(n, geometry.channels_last)[2:]]
+  plans = [
+      _shapes.phase_plan(length, k, s, d, pad, out)
+      for length, k, s, d, pad, out in zip(batched_lengths, geometry.kernel_size, geometry.stride, geometry.dilation,
+                                            geometry.padding, out_spatial)
+  ]
+  used = [sorted({phase for phase, _ in plan.taps}) for plan in plans]
+  kernel = phase_kernel(weight, geometry, plans, used)
+  group, out_per_group = geometry.group, weight.shape[1]
+
+  if not geometry.channels_last:
+    x = jnp.moveaxis(x, 1, -1)
+  x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((*plan.padding, 0) for plan in plans), (0, 0, 0)])
+  y = valid_convolution(x, kernel, group, precision, on_cpu=platform == "cpu")
+  # Depth-to-space: (N, *Q, G, *s, C // G) -> (N, Q_1, s_1, ..., Q_n, s_n, G, C // G) -> (N, *(Q * s), C).
+  batch, lengths = y.shape[0], [plan.length for plan in plans]
+  y = y.reshape(batch, *lengths, group, *map(len, used), out_per_group)
+  for axis, (phases, s) in enumerate(zip(used, geometry.stride)):
+    if len(phases) < s:  # the phases without a tap hold zeros
+      blocks = [lax.slice_in_dim(y, phases.index(r), phases.index(r) + 1, axis=2 + n + axis) if r in phases
+                else jnp.zeros((*y.shape[:2 + n + axis], 1, *y.shape[3 + n + axis:]), y.dtype) for r in range(s)]
+      y = jnp.concatenate(blocks, axis=2 + n + axis)
+  interleave = [0, *(a for axis in range(n) for a in (1 + axis, 2 + n + axis)), 1 + n, 2 + 2 * n]
+  y = y.transpose(interleave).reshape(batch, *(q * s for q, s in zip(lengths, geometry.stride)),
+                                      group * out_per_group)
+  y = lax.slice(y, (0, *(plan.crop for plan in plans), 0),
+                (batch, *(plan.crop + out for plan, out in zip(plans, out_spatial)), group * out_per_group))
+  return y if geometry.channels_last else jnp.moveaxis(y, -1, 1)
+
+
+def phase_kernel(weight: Array, geometry: _arguments.Geometry, plans: list[_shapes.PhasePlan],
+                 used: list[list[int]]) -> Array:
+  """MindSpore's ``(C_in, C_out // G, *k)`` as the phase kernel ``(*K, C_in // G, G * prod(P) * C_out // G)``.
+
+  Moved, never multiplied (exact in every dtype and on every platform): per spatial dimension, tap ``j``
+  goes to slot ``j * d`` (each tap followed by ``d - 1`` zeros, by a pad of a new axis and a reshape), the
+  ``dk`` slots are padded to ``s * K`` and read as ``(K, s)``, so that slot ``m * s + r`` lands in phase
+  ``r`` at offset ``m``, and the offsets are reversed: position ``K - 1 - m``, as
+  `convtranspose._shapes.phase_plan` places tap ``j`` (``m = j * d // s``, ``r = j * d % s``). Only the
+  phases in ``used`` are kept; the output channels are ordered ``(G, *P, C_out // G)``.
+  """
+  n = weight.ndim - 2
+  group, (in_channels, out_per_group) = geometry.group, weight.shape[:2]
+  kernel = weight.reshape(group, in_channels // group, out_per_group, *weight.shape[2:])
+  for axis, (plan, k, s, d) in enumerate(zip(plans, geometry.kernel_size, geometry.stride, geometry.dilation)):
+    axis += 3
+    slots = kernel[(slice(None),) * (axis + 1) + (None,)]  # (..., k, 1, ...)
+    slots = lax.pad(slots, jnp.zeros((), kernel.dtype), [(0, 0, 0)] * (axis + 1) + [(0, d - 1, 0)]
+                    + [(0, 0, 0)] * (kernel.ndim - axis - 1))
+    slots = slots.reshape(*kernel.shape[:axis], k * d, *kernel.shape[axis + 1:])
+    kernel = lax.pad(lax.slice_in_dim(slots, 0, _shapes.dilated_kernel_size(k, d), axis=axis),
+                     jnp.zeros((), kernel.dtype), [(0, 0, 0)] * axis + [(0, s * plan.kernel_size
+                                                                         - _shapes.dilated_kernel_size(k, d), 0)]
+                     + [(0, 0, 0)] * (kernel.ndim - axis - 1))
+  kernel = kernel.reshape(*kernel.shape[:3], *(size for plan, s in zip(plans, geometry.stride)
+                                               for size in (plan.kernel_size, s)))
+  offsets, phases = [3 + 2 * a for a in range(n)], [4 + 2 * a for a in range(n)]
+  kernel = lax.rev(kernel, offsets).transpose(*offsets, 1, 0, *phases, 2)
+  for axis, (kept, s) in enumerate(zip(used, geometry.stride)):
+    if len(kept) < s:
+      kernel = jnp.take(kernel, np.asarray(kept), axis=n + 2 + axis)
+  return kernel.reshape(*kernel.shape[:n], in_channels // group, -1)
+
+
+def valid_convolution(x: Array, kernel: Array, group: int, precision: lax.PrecisionLike, on_cpu: bool) -> Array:
+  """Stride-1 unpadded convolution, channels-last: ``x`` ``(N, *L, C)``, ``kernel`` ``(*K, C // G, M)``.
+
+  On CPU, with one group and two or more spatial dimensions, it is one matrix product of the patches,
+  ``y[p, m] = sum_{t, c} x[p + t, c] * kernel[t, c, m]``, the ``prod(K)`` shifted windows of ``x``
+  concatenated along the channels (im2col). XLA's CPU convolution computes the forward pass as fast, but not
+  its weight gradient; the plain 2-D dot and the dots of its gradients stay on the fast matrix-multiply path.
+  Measured on 2 cores, training step (gradients of input and weight) with the convolution vs with the
+  product, fp32: 32x256->128 8x8 k4 s2 57 vs 39 ms, 8x128->64 32x32 k2 s2 42 vs 11 ms, 4x128->128 32x32 k3 s2
+  90 vs 30 ms, 2x32->16 8^3 k4 s2 7.9 vs 3.0 ms, forward passes equal; bfloat16 alike. The 1-D audio layers of
+  ``benchmarks/bench.py`` train faster with the convolution in float32 (4.2 vs 4.9 ms, 5.2 vs 5.7 ms), so
+  they keep it there. In bfloat16 and float16 every rank takes the product, accumulated in float32
+  (`accumulation_type`) and rounded once: XLA runs ``bf16 x bf16 -> f32`` products on the CPU's matrix units
+  (AMX on the benchmark machine) but not products with a bf16 result, which it also accumulates in float32
+  (the same error against float64). A 2592x1024x512 bf16 product: 1.8 ms vs 9.4 ms.
+  The product holds ``prod(K)`` copies of the input. Elsewhere it is XLA's convolution (cuDNN on GPU).
+  """
+  n = kernel.ndim - 2
+  lengths = [length - k + 1 for length, k in zip(x.shape[1:-1], kernel.shape[:n])]
+  accumulation = accumulation_type(x.dtype)
+  if group == 1 and (n >= 2 or accumulation) and on_cpu:
+    windows = [lax.slice(x, (0, *start, 0), (x.shape[0], *(s + q for s, q in zip(start, lengths)), x.shape[-1]))
+               for start in np.ndindex(*kernel.shape[:n])]  # tap-major, as the kernel's (*K, C) rows
+    patches = jnp.concatenate(windows, axis=-1)
+    y = jnp.dot(patches.reshape(-1, patches.shape[-1]), kernel.reshape(-1, kernel.shape[-1]), precision=precision,
+                preferred_element_type=accumulation)
+    return y.astype(x.dtype).reshape(x.shape[0], *lengths, kernel.shape[-1])
+  data_spec = data_axes(n, channels_last=True)
+  return lax.conv_general_dilated(
+      x, kernel, window_strides=(1,) * n, padding=[(0, 0)] * n,
+      dimension_numbers=lax.ConvDimensionNumbers(lhs_spec=data_spec, rhs_spec=(n + 1, n, *range(n)),
+                                                 out_spec=data_spec),
+      feature_group_count=group, precision=precision)
+
+
+def accumulation_type(dtype: Any) -> Any:
+  """``float32`` for floats narrower than 32 bits (the product's accumulator), else None (the input's own)."""
+  return jnp.float32 if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32 else None

@@ -1,0 +1,99 @@
+"""The GPU and TPU formulations, computed here: the same numbers and derivatives as the reference.
+
+Off the CPU, ``'dilated'`` is differentiated through the forward convolution's adjoint
+(`convtranspose._dilated.adjoint_tangent`), ``'hybrid'`` is the phase value with those derivatives, and
+``'auto'`` picks per layer (`convtranspose.functional._choose_algorithm`). XLA lowers them only for an
+accelerator; here `functional._by_platform` is replaced so that the CPU runs the accelerator branch, and
+every result is checked against JAX's own VJP of the forward convolution (the independent answer).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import assert_close
+from convtranspose import functional
+from test_functional import apply, layer_forward, layers, random_operands
+
+ALGORITHMS = ("auto", "dilated", "phase", "hybrid")
+
+
+def run_as(monkeypatch, platform: str) -> None:
+  monkeypatch.setattr(functional, "_by_platform", lambda x, weight, compute: compute(x, weight, platform=platform))
+
+
+@pytest.fixture(params=["gpu", "tpu"])
+def platform(request, monkeypatch):
+  """Every call in the test computes what XLA would be given for this platform (the same for every example)."""
+  run_as(monkeypatch, request.param)
+  return request.param
+
+
+def reference_vjp(layer, z):
+  """The layer as JAX's VJP of its forward convolution: ``x, W -> d<conv(z', W), x>/dz'``."""
+  def layer_of(x, weight):
+    return jax.vjp(lambda z_: layer_forward(layer, z_, weight), z)[1](x)[0]
+  return layer_of
+
+
+@settings(deadline=None, max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(layer=layers(), seed=st.integers(0, 2**16), algorithm=st.sampled_from(ALGORITHMS))
+def test_value_gradients_jvp_and_second_order_equal_the_reference(platform, layer, seed, algorithm):
+  x, weight, z = random_operands(layer, seed)
+  ours, reference = functools.partial(apply, layer, algorithm=algorithm), reference_vjp(layer, z)
+  assert_close(jax.jit(ours)(x, weight), reference(x, weight))
+
+  def loss_of(fn):
+    return lambda x, w: jnp.vdot(z, jnp.sin(fn(x, w)))
+
+  for a, b in zip(jax.grad(loss_of(ours), (0, 1))(x, weight), jax.grad(loss_of(reference), (0, 1))(x, weight)):
+    assert_close(a, b)
+  tangents = jax.random.normal(jax.random.key(seed), x.shape), jnp.flip(weight)
+  jax.tree.map(assert_close, jax.jvp(ours, (x, weight), tangents), jax.jvp(reference, (x, weight), tangents))
+
+  def second_order(fn):  # d/dW of |d loss / dx|^2
+    return jax.grad(lambda w: jnp.sum(jax.grad(loss_of(fn))(x, w) ** 2))(weight)
+
+  assert_close(second_order(ours), second_order(reference))
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_jacobians_in_both_modes(platform, algorithm):
+  """`jax.jacfwd` and `jax.jacrev` agree with each other and with the reference's Jacobian."""
+  layer = dict(n=2, group=2, in_channels=4, out_channels=2, kernel=(3, 2), stride=(2, 3), dilation=(1, 2),
+               pad_mode="pad", padding=(1, 0, 0, 1), output_padding=(1, 0), lengths=(3, 2))
+  layer["out"] = functional.conv_transpose_output_shape((3, 2), (3, 2), (2, 3), "pad", (1, 0, 0, 1), (1, 2),
+                                                       output_padding=(1, 0))
+  x, weight, z = random_operands(layer, 0, batch=1)
+  ours, reference = functools.partial(apply, layer, algorithm=algorithm), reference_vjp(layer, z)
+  assert ours(x, weight).shape == (1, 2, 7, 5)  # (L - 1) * s + d * (k - 1) + 1 - lo - hi + op
+  for argnum in (0, 1):
+    expected = jax.jacrev(reference, argnum)(x, weight)
+    assert_close(jax.jacfwd(ours, argnum)(x, weight), expected)
+    assert_close(jax.jacrev(ours, argnum)(x, weight), expected)
+
+
+@pytest.mark.parametrize("platform", ["gpu", "tpu"])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_vmap_bias_and_padding_modes_equal_the_cpu_branch(monkeypatch, platform, algorithm):
+  """vmap over weights, a bias and a non-zero padding mode: the accelerator branch equals the CPU's."""
+  x = jax.random.normal(jax.random.key(0), (2, 4, 5, 5))
+  weights = jax.random.normal(jax.random.key(1), (3, 4, 3, 3, 3))
+  bias = jnp.arange(3.0)
+  layer = functools.partial(functional.conv2d_transpose, stride=2, pad_mode="pad", padding=1,
+                            padding_mode="circular", precision=jax.lax.Precision.HIGHEST, algorithm=algorithm)
+
+  def values_and_gradients():
+    batched = jax.vmap(lambda w: layer(x, w, bias))(weights)
+    return batched, jax.grad(lambda w: jnp.sum(jax.vmap(lambda w: layer(x, w, bias))(w) ** 2))(weights)
+
+  expected = values_and_gradients()
+  run_as(monkeypatch, platform)
+  batched, grads = values_and_gradients()
+  for w, y in zip(weights, batched):
+    assert_close(y, layer(x, w, bias))  # the batched program differs from the unbatched one in rounding
+  jax.tree.map(assert_close, (batched, grads), expected)

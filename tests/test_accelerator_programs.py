@@ -1,0 +1,133 @@
+"""The programs XLA builds for an H100 and a TPU v6e, compiled here without either (compile-only topologies).
+
+`benchmarks/accelerator_programs.py` does the compiling and the counting; these tests hold its findings for
+a representative subset of its suite: on the H100 a forward pass is one cuDNN convolution of the undilated
+input, a training step adds one input-gradient convolution and one backward-filter call with the kernel's
+own window, nothing multiplies inserted zeros, and an NCHW caller pays one transpose in and one out.
+No time is measured (XLA cannot autotune without a device); the programs are what a GPU build makes.
+"""
+
+import importlib.util
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import convtranspose as ct
+from convtranspose import _arguments, functional
+
+HERE = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(HERE))
+SPEC = importlib.util.spec_from_file_location("accelerator_programs", HERE / "accelerator_programs.py")
+programs = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(programs)
+
+# Every rank, groups and depthwise, output_padding, dilation, stride 1, kernels that tile the stride and not.
+H100_LAYERS = ["DCGAN 16x256->128 32x32 k4 s2", "StyleGAN-like 4x128->128 32x32 k3 s2", "U-Net 8x128->64 32x32 k2 s2",
+               "ResNet stride 1 32x128->128 56x56 k3", "grouped 16x256->256 32x32 k4 s2 g8",
+               "depthwise 8x128->128 32x32 k4 s2", "audio 1-D 8x64->32 L1024 k8 s4", "medical 3-D 2x32->16 8^3 k4 s2",
+               "output_padding 8x128->64 16x16 k3 s2", "dilated 8x64->64 16x16 k3 s2 d2"]
+
+
+def compiled(layer, fn, channels_last, dtype=jnp.float32, chip="h100", passes=1):
+  program = programs.compile_program(fn, layer, dtype, channels_last, chip)
+  return (programs.gpu_program if chip == "h100" else programs.tpu_program)(program, layer, passes)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("name", H100_LAYERS)
+def test_h100_programs_do_only_the_layers_work(name, dtype):
+  layer = programs.SUITE[name]
+  n = len(layer.spatial)
+  for channels_last, data_format in ((False, programs.CHANNELS_FIRST[n]), (True, programs.CHANNELS_LAST[n])):
+    fn = layer.function(data_format, "auto")
+    forward = compiled(layer, fn, channels_last, dtype)
+    train = compiled(layer, programs.train(fn), channels_last, dtype, passes=3)
+    assert len(forward["convolutions"]) == 1 and forward["convolutions"][0] in ("forward", "backward-input"), forward
+    assert sorted(train["convolutions"]) == sorted([forward["convolutions"][0], "forward", "backward-filter"]) or (
+        sorted(train["convolutions"]) == ["backward-filter", "backward-input", "forward"]), train
+    for program in (forward, train):
+      assert not program["zero_stuffed"] and not program["unlowered_convolutions"], program
+      assert program["work"] <= 1.1, program
+      # No convolution whose window spans the image: each is the kernel's (or the phases' smaller) window.
+      assert all(max(window) <= layer.k for window in program["windows"]), program
+    # An NHWC caller pays nothing for its layout beyond cuDNN's; an NCHW one a transpose in and one out
+    # (the training step moves the input and the cotangent in and the two gradients out).
+    assert forward["layout_kernels"] <= (1 if channels_last else 2) + (layer.group > 1), forward
+    assert train["layout_kernels"] <= (2 if channels_last else 4) + 2 * (layer.group > 1), train
+
+
+def test_two_stacked_nchw_layers_do_not_transpose_between_them():
+  layer = programs.SUITE["DCGAN 8x64->32 32x32 k4 s2"]
+  second = ct.Conv2dTranspose(32, 16, 4, 2, "pad", 1, has_bias=False)
+
+  def two(x, w):  # the second layer's weight (32, 16, 4, 4) a slice of the first's (64, 32, 4, 4)
+    y = jax.nn.relu(layer.function("NCHW", "auto")(x, w))
+    return second.apply({"params": {"weight": w[:32, :16]}}, y)
+
+  alone = compiled(layer, layer.function("NCHW", "auto"), False)
+  stacked = compiled(layer, two, False)
+  assert stacked["convolutions"] == ["backward-input"] * 2
+  assert stacked["layout_kernels"] <= alone["layout_kernels"], (alone, stacked)
+
+
+def test_the_reference_and_flax_waste_work_where_auto_does_not():
+  """What the tests above would catch: grouped layers over a zero-stuffed input, a weight gradient whose
+  window is the whole image (as JAX differentiates the lhs-dilated convolution, and Flax with it)."""
+  grouped = programs.SUITE["grouped 16x256->256 32x32 k4 s2 g8"]
+  reference = compiled(grouped, grouped.function("NCHW", "dilated"), False)
+  assert reference["zero_stuffed"] and reference["work"] == pytest.approx(4.0)
+  layer = programs.SUITE["DCGAN 16x256->128 32x32 k4 s2"]
+  flax_layer, channels_last = programs.implementations(layer)["flax"]
+  flax_train = compiled(layer, programs.train(flax_layer), channels_last, passes=3)
+  assert "backward-filter" not in flax_train["convolutions"]
+  assert max(max(window) for window in flax_train["windows"]) == 32
+
+
+def test_tpu_v6e_auto_takes_the_phase_value_with_the_adjoints_derivatives():
+  """`_choose_algorithm`'s TPU rule on a layer whose taps tile the stride: XLA:TPU's cost model gives ours
+  at most 0.6x Flax's cycles forward and in training (the issue's v6e bound)."""
+  layer = programs.SUITE["DCGAN 8x64->32 32x32 k4 s2"]
+  ours = layer.function("NCHW", "auto")
+  flax_layer, _ = programs.implementations(layer)["flax"]
+  cycles = {}
+  for name, fn, channels_last in (("ours", ours, False), ("flax", flax_layer, True)):
+    for pass_name, program, passes in (("forward", fn, 1), ("train", programs.train(fn), 3)):
+      cycles[name, pass_name] = compiled(layer, program, channels_last, chip="v6e", passes=passes)["cycles"]
+  assert cycles["ours", "forward"] <= 0.6 * cycles["flax", "forward"], cycles
+  assert cycles["ours", "train"] <= 0.6 * cycles["flax", "train"], cycles
+
+
+@pytest.mark.parametrize(("kernel", "stride", "dilation", "group", "expected"), [
+    (4, 2, 1, 1, "dilated"),  # cuDNN's backward-data kernel forward, backward-filter for the weight
+    (3, 2, 1, 1, "dilated"),
+    (4, 2, 1, 8, "phase"),  # XLA never gives a grouped lhs-dilated convolution to backward-data
+    (4, 2, 1, 64, "phase"),  # depthwise
+    (3, 2, 2, 1, "phase"),  # nor a dilated one
+    (3, 1, 1, 1, "dilated"),  # stride 1: no lhs dilation, JAX's own gradients are cuDNN's
+    (3, 1, 1, 4, "dilated"),
+])
+def test_auto_on_gpu(kernel, stride, dilation, group, expected):
+  """The GPU rule of `functional._choose_algorithm`, from the compiled programs above."""
+  geometry = _arguments.geometry(2, kernel, stride, "pad", 0, dilation, group)
+  assert functional._choose_algorithm("auto", geometry, 64, 64, jnp.float32, platform="gpu") == expected
+  assert functional._choose_algorithm("auto", geometry, 64, 64, jnp.bfloat16, platform="gpu") == expected
+
+
+@pytest.mark.parametrize(("n", "kernel", "stride", "dilation", "group", "rows", "expected"), [
+    (2, 4, 2, 1, 1, 8192, "hybrid"),  # the phase value and the adjoint's derivatives
+    (2, 4, 2, 1, 1, 16384, "hybrid"),
+    (2, 4, 2, 1, 1, 2048, "dilated"),  # too few rows to pay for moving the kernel
+    (2, 2, 2, 1, 1, 8192, "dilated"),  # one tap per phase: the phases lose the training step
+    (2, 3, 2, 1, 1, 8192, "dilated"),  # holes in the phase kernels
+    (1, 8, 4, 1, 1, 8192, "dilated"),  # 1-D and 3-D: the phases' value loses the training step
+    (3, 4, 2, 1, 1, 8192, "dilated"),
+    (2, 4, 2, 1, 8, 8192, "dilated"),  # groups
+    (2, 3, 1, 1, 1, 8192, "dilated"),  # stride 1
+])
+def test_auto_on_tpu(n, kernel, stride, dilation, group, rows, expected):
+  """The TPU rule of `functional._choose_algorithm`, from XLA:TPU's estimated cycles."""
+  geometry = _arguments.geometry(n, kernel, stride, "pad", 0, dilation, group)
+  assert functional._choose_algorithm("auto", geometry, 64, 64, jnp.float32, platform="tpu", rows=rows) == expected
