@@ -3,7 +3,7 @@
 One stride-1 convolution of the undilated input with ``prod(stride)`` times the output channels, one block
 per output phase, interleaved (depth-to-space) and cropped (`convtranspose._shapes.phase_plan` has the
 arithmetic). It never multiplies the inserted zeros and never builds the dilated input; where the kernel's
-taps do not tile the stride (``k % s != 0`` without dilation) the phase kernel holds zeros, ``(s * K / k)``
+taps do not tile the stride (``k % s != 0`` without dilation) the phase kernel holds zeros, up to ``s * K / k``
 more multiply-adds per dimension. Its convolution is a forward convolution of the input on every platform,
 for grouped layers too, and its gradients are XLA's ordinary ones (on GPU cuDNN's backward-data and
 backward-filter kernels); on CPU it is one matrix product of the input's patches (`valid_convolution`).
