@@ -59,6 +59,10 @@ class Geometry:
     """Spatial output shape for spatial ``input_shape``; see `convtranspose._shapes.output_shape`."""
     return _shapes.output_shape(input_shape, self.kernel_size, self.stride, self.dilation, self.padding)
 
+  def phase_holes(self) -> bool:
+    """Whether the phase kernels hold zeros in any dimension; see `convtranspose._shapes.phase_holes`."""
+    return any(map(_shapes.phase_holes, self.kernel_size, self.stride, self.dilation))
+
 
 def _is_int(value: Any) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)

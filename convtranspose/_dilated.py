@@ -43,8 +43,7 @@ def lhs_dilated(x: Array, weight: Array, geometry: _arguments.Geometry, out_spat
   where they tile (DCGAN 32x256->128 8x8 k4 s2: 44k vs 50k; U-Net 8x128->64 32x32 k2 s2: 56k vs 124k;
   ``benchmarks/results/accelerator-programs.md``).
   """
-  holes = any(map(_shapes.phase_holes, geometry.kernel_size, geometry.stride, geometry.dilation))
-  if platform == "cpu" or all(s == 1 for s in geometry.stride) or (platform == "tpu" and holes):
+  if platform == "cpu" or all(s == 1 for s in geometry.stride) or (platform == "tpu" and geometry.phase_holes()):
     return _reference(x, weight, geometry, out_spatial, precision, on_cpu=platform == "cpu")
   return _adjoint_of_forward(x, weight, geometry, out_spatial, precision)
 
@@ -120,11 +119,12 @@ def _adjoint_of_forward(x: Array, weight: Array, geometry: _arguments.Geometry, 
 def _adjoint_jvp(geometry, out_spatial, precision, primals, tangents):
   (x, weight), (x_dot, weight_dot) = primals, tangents
   y = _adjoint_of_forward(x, weight, geometry, out_spatial, precision)
-  return y, adjoint_tangent(x, weight, x_dot, weight_dot, geometry, y, precision)
+  return y, adjoint_tangent(x, weight, x_dot, weight_dot, geometry, out_spatial, y, precision)
 
 
 def adjoint_tangent(x: Array, weight: Array, x_dot: Array | SymbolicZero, weight_dot: Array | SymbolicZero,
-                    geometry: _arguments.Geometry, y: Array, precision: lax.PrecisionLike) -> Array:
+                    geometry: _arguments.Geometry, out_spatial: tuple[int, ...], y: Array,
+                    precision: lax.PrecisionLike) -> Array:
   """The tangent of ``y = f(x, W)`` written for accelerators: ``f`` is bilinear, ``df = f(dx, W) + f(x, dW)``.
 
   ``f(dx, W)`` is the reference itself: transposed, the strided forward convolution of the cotangent
@@ -137,7 +137,6 @@ def adjoint_tangent(x: Array, weight: Array, x_dot: Array | SymbolicZero, weight
   convolution of ``dW`` with ``x`` as its window: correct, and slower than the reference. A tangent JAX
   knows to be zero (an argument not differentiated) costs nothing.
   """
-  out_spatial = tuple(y.shape[axis] for axis in data_axes(weight.ndim - 2, geometry.channels_last)[2:])
   terms = []
   if not isinstance(x_dot, SymbolicZero):
     terms.append(_reference(x_dot, weight, geometry, out_spatial, precision, on_cpu=False))

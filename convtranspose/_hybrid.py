@@ -72,4 +72,4 @@ def _phase_value(x: Array, weight: Array, geometry: _arguments.Geometry, out_spa
 def _adjoint_jvp(geometry, out_spatial, precision, primals, tangents):
   (x, weight), (x_dot, weight_dot) = primals, tangents
   y = _phase_value(x, weight, geometry, out_spatial, precision)
-  return y, adjoint_tangent(x, weight, x_dot, weight_dot, geometry, y, precision)
+  return y, adjoint_tangent(x, weight, x_dot, weight_dot, geometry, out_spatial, y, precision)

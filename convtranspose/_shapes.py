@@ -175,4 +175,3 @@ def phase_holes(kernel_size: int, stride: int, dilation: int) -> bool:
   (False, True, True)
   """
   return stride * phase_kernel_size(kernel_size, stride, dilation) > kernel_size
-

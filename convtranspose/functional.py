@@ -353,7 +353,7 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
     return algorithm
   if all(s == 1 for s in geometry.stride):
     return "dilated"
-  holes = any(map(_shapes.phase_holes, geometry.kernel_size, geometry.stride, geometry.dilation))
+  holes = geometry.phase_holes()
   if platform == "gpu":  # the reference where XLA hands it to cuDNN's backward-data kernel
     return "dilated" if geometry.group == 1 and all(d == 1 for d in geometry.dilation) else "phase"
   if platform == "tpu":  # the phases' value pays for moving the kernel: worth it on large 2-D layers
