@@ -6,7 +6,9 @@ Usage::
 
 Each layer (MindSpore ``pad_mode='pad'``, NCHW input, fp32 unless ``--dtype bf16``) is timed with
 ``algorithm='dilated'``, ``'phase'`` and ``'hybrid'`` on JAX's default device, then the choice ``'auto'``
-makes there is printed beside them (`convtranspose.functional._choose_algorithm` quotes these numbers). On
+makes there is printed beside them, with its time over the fastest algorithm's
+(`convtranspose.functional._choose_algorithm` quotes these numbers; the last layers are outside
+``benchmarks/bench.py``'s suite, to check the rule on). On
 CPU the lhs-dilated training step is XLA's slow weight gradient (hundreds of milliseconds), so ``dilated`` is
 timed forward only there. Each cell ends with the memory XLA's compiled program holds beyond its inputs and
 outputs (``memory_analysis().temp_size_in_bytes``), forward / training step: the phase path's patches, or
@@ -37,6 +39,20 @@ LAYERS = [
     (8, 128, 64, (256,), 3, 2, 1, 1),
     (4, 256, 128, (128,), 3, 2, 1, 1),
     (2, 32, 16, (8, 8, 8), 4, 2, 1, 0),
+    # Few output channels (the col2im product's rule), then layers outside the benchmark suite to check it on.
+    (16, 64, 1, (32, 32), 4, 2, 1, 0),
+    (8, 128, 3, (64, 64), 4, 2, 1, 0),
+    (4, 64, 3, (64, 64), 5, 2, 2, 0),
+    (8, 64, 1, (64, 64), 3, 1, 1, 0),
+    (4, 32, 3, (128, 128), 7, 1, 3, 0),
+    (8, 16, 3, (64, 64), 5, 1, 2, 0),
+    (8, 96, 2, (48, 48), 6, 2, 2, 0),
+    (4, 48, 1, (96, 96), 3, 2, 1, 1),
+    (16, 256, 3, (16, 16), 4, 2, 1, 0),
+    (8, 64, 4, (64, 64), 4, 2, 1, 0),
+    (8, 24, 8, (64, 64), 4, 2, 1, 0),
+    (8, 32, 1, (2048,), 16, 8, 4, 0),
+    (2, 24, 3, (24, 24, 24), 3, 2, 1, 1),
 ]
 
 
@@ -50,7 +66,7 @@ def main() -> None:
         "forward / training step")
   for batch, c_in, c_out, spatial, k, s, p, op in LAYERS:
     x, weight = (jnp.asarray(a, dtype) for a in layer_operands(batch, c_in, c_out, spatial, k))
-    cells = []
+    cells, timings = [], {}
     for algorithm in ("dilated", "phase", "hybrid"):
       layer = functools.partial(functional.conv_transpose, bias=None, stride=s, pad_mode="pad", padding=p,
                                 output_padding=op, algorithm=algorithm)
@@ -60,13 +76,17 @@ def main() -> None:
       times = [min(median_ms(forward, 5) for _ in range(2))]
       if algorithm != "dilated" or not on_cpu:
         times.append(min(median_ms(train, 3) for _ in range(2)))
+      timings[algorithm] = times
       memory = [c.memory_analysis().temp_size_in_bytes / 2**20 for c in compiled]
       cells.append(f"{algorithm} " + " / ".join(f"{t:7.2f}" for t in times) + " ms, "
                    + " / ".join(f"{m:.1f}" for m in memory) + " MiB")
     geometry = _arguments.geometry(len(spatial), k, s, "pad", p, 1, 1, output_padding=op)
     auto = functional._choose_algorithm("auto", geometry, c_in, c_out, dtype, platform)
-    print(f"{batch}x{c_in}->{c_out} {'x'.join(map(str, spatial))} k{k} s{s}: " + " | ".join(cells) + f" | auto: {auto}",
-          flush=True)
+    # auto's time over the fastest algorithm's, forward / training step (of those timed)
+    ratios = [timings[auto][i] / min(t[i] for t in timings.values() if len(t) > i) if len(timings[auto]) > i
+              else float("nan") for i in range(2)]
+    print(f"{batch}x{c_in}->{c_out} {'x'.join(map(str, spatial))} k{k} s{s}: " + " | ".join(cells)
+          + f" | auto: {auto}, {ratios[0]:.2f}x / {ratios[1]:.2f}x the fastest", flush=True)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,20 @@ LAYERS = {
     "audio 1-D 4x128->64 L256 k16 s8": (4, 128, 64, (256,), 16, 8, 4),
     "audio 1-D 8x64->32 L1024 k8 s4": (8, 64, 32, (1024,), 8, 4, 2),
     "medical 3-D 2x32->16 8^3 k4 s2": (2, 32, 16, (8, 8, 8), 4, 2, 1),
+    # The last layer of a generator, an autoencoder or a segmentation decoder: 1-3 output channels.
+    "output 16x64->1 32x32 k4 s2": (16, 64, 1, (32, 32), 4, 2, 1),
+    "output 16x64->3 32x32 k4 s2": (16, 64, 3, (32, 32), 4, 2, 1),
+    "output 8x32->3 128x128 k4 s2": (8, 32, 3, (128, 128), 4, 2, 1),
+    "output 8x128->3 64x64 k4 s2": (8, 128, 3, (64, 64), 4, 2, 1),
+    "output 4x64->3 64x64 k5 s2": (4, 64, 3, (64, 64), 5, 2, 2),
+    "output 8x64->1 64x64 k3 s1": (8, 64, 1, (64, 64), 3, 1, 1),
+    "output 4x32->3 128x128 k7 s1": (4, 32, 3, (128, 128), 7, 1, 3),
+    "output 1-D 8x64->1 L1024 k8 s4": (8, 64, 1, (1024,), 8, 4, 2),
+    "output 3-D 2x32->1 16^3 k4 s2": (2, 32, 1, (16, 16, 16), 4, 2, 1),
+    # Thin inputs, and large images with few channels.
+    "thin 8x16->8 64x64 k3 s2": (8, 16, 8, (64, 64), 3, 2, 1),
+    "thin 4x16->64 64x64 k4 s2": (4, 16, 64, (64, 64), 4, 2, 1),
+    "large 2x8->8 256x256 k4 s2": (2, 8, 8, (256, 256), 4, 2, 1),
 }
 QUICK = ("DCGAN 8x64->32 32x32 k4 s2", "U-Net 8x128->64 32x32 k2 s2", "audio 1-D 4x128->64 L256 k16 s8")
 PEERS = ("flax", "lax", "torch", "torch CL")

@@ -7,6 +7,7 @@ type, ``ValueError`` for a wrong value.
 """
 
 import dataclasses
+import math
 from typing import Any
 
 from convtranspose import _shapes
@@ -58,6 +59,11 @@ class Geometry:
   def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
     """Spatial output shape for spatial ``input_shape``; see `convtranspose._shapes.output_shape`."""
     return _shapes.output_shape(input_shape, self.kernel_size, self.stride, self.dilation, self.padding)
+
+  def phase_count(self) -> int:
+    """The phases that hold a tap, over all dimensions: ``prod(phase_count(k, s, d))``
+    (`convtranspose._shapes.phase_count`); the phase kernel has that many output blocks."""
+    return math.prod(map(_shapes.phase_count, self.kernel_size, self.stride, self.dilation))
 
   def phase_holes(self) -> bool:
     """Whether the phase kernels hold zeros in any dimension; see `convtranspose._shapes.phase_holes`."""

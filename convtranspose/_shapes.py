@@ -175,3 +175,13 @@ def phase_holes(kernel_size: int, stride: int, dilation: int) -> bool:
   (False, True, True)
   """
   return stride * phase_kernel_size(kernel_size, stride, dilation) > kernel_size
+
+
+def phase_count(kernel_size: int, stride: int, dilation: int) -> int:
+  """How many of the ``s`` phases hold a tap: ``len({j * d % s})`` over the taps ``j`` (see `phase_plan`); fewer
+  than ``s`` where the dilation shares a factor with the stride.
+
+  >>> phase_count(4, 2, 1), phase_count(1, 3, 1), phase_count(3, 2, 2)
+  (2, 1, 1)
+  """
+  return len({j * dilation % stride for j in range(kernel_size)})

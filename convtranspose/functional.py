@@ -10,8 +10,9 @@ One N-dimensional `conv_transpose` does the work; `conv1d_transpose`, `conv2d_tr
 * ``'phase'`` (`convtranspose._phase`), the sub-pixel decomposition: one stride-1 convolution of the
   undilated input with ``prod(stride)`` times the output channels, one block per output phase, interleaved
   (depth-to-space) and cropped. It never multiplies the inserted zeros and never builds the dilated input;
-  on CPU its stride-1 convolution is one matrix product of the input's patches, so that it and both
-  gradients run on XLA's fast matrix-multiply path (see `convtranspose._phase.valid_convolution`);
+  on CPU its stride-1 convolution is one matrix product, of the input's patches (im2col) or, for layers with
+  few output channels, of the input itself followed by a shifted sum (col2im), so that it and both gradients
+  run on XLA's fast matrix-multiply path (see `convtranspose._phase.padded_convolution`);
 * ``'hybrid'`` (`convtranspose._hybrid`): one formulation's value and the other's derivatives, each the
   platform's faster (on CPU the dilated value with the phase derivatives, elsewhere the reverse).
 
@@ -21,6 +22,7 @@ decides at lowering, so `jax.export` for a GPU gets the GPU's choice); see `_cho
 
 import dataclasses
 import functools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -309,6 +311,25 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
                       dtype: Any, platform: str, rows: int | None = None) -> str:
   """``algorithm``, with ``'auto'`` resolved for the platform (``'cpu'``, ``'gpu'``, ``'tpu'``) and the layer.
 
+  On CPU the rule compares the values each formulation moves, then the measurements below decide the rest.
+
+  * **Few output channels** (the last layer of a generator, an autoencoder or a segmentation decoder):
+    ``'phase'``, whose product then takes the col2im form (`_phase.padded_convolution`), whenever that form
+    moves fewer values per input row than the input has channels, ``P * C_out < C_in`` with a stride (``P``
+    phases holding taps: the product's columns per tap, against im2col's ``C_in`` per tap) and
+    ``prod(k) * C_out < C_in`` at stride 1 (all its columns, against XLA's convolution, which reads the input
+    once); one group. Its forward pass multiplies each input value once, with no patches and no zero-stuffed
+    input, and its training step is three products whose widest operand has ``prod(K) * P * C_out`` columns
+    (the cotangent's windows), as PyTorch's im2col weight gradient. ``python benchmarks/algorithms.py``
+    (NCHW, fp32, forward / training step, ms; ``auto`` before this rule in brackets): 16x64->1 32x32 k4 s2
+    1.4 / 2.8 (phase im2col 11.1 / 18.1), 8x128->3 64x64 k4 s2 4.7 / 10.8 (46.5 / 80.9), 4x64->3 64x64 k5
+    s2 2.3 / 8.2 (hybrid 3.4 / 41.3), 8x64->1 64x64 k3 s1 1.7 / 5.1 (dilated 4.0 / 18.3); not 4x32->3 128x128
+    k7 s1 (147 columns for 32 channels: phase 17.9 / 99 vs dilated 5.6 / 78) nor 8x16->3 64x64 k5 s1 (75 for
+    16: 2.3 / 12.9 vs 3.4 / 8.7).
+  * **Holes, wide inputs**: ``'hybrid'`` (below) needs a patch row of at least 256 values
+    (``prod(K) * C_in``); with fewer the phases' im2col product is cheap (8x16->8 64x64 k3 s2, 64 values:
+    phase 1.9 / 6.0 ms, hybrid 3.6 / 5.8 ms).
+
   Measured on 2 CPU cores (``benchmarks/results/cpu-fp32.json`` and ``cpu-bf16.json``): with a stride above 1,
   ``'auto'`` takes 0.53x the reference's forward time (geometric mean over ten layers; 0.01x-1.31x) and
   0.05x its training step, where the lhs-dilated weight gradient falls off XLA's fast path (32x256->128 8x8
@@ -351,7 +372,13 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   """
   if algorithm != "auto":
     return algorithm
-  if all(s == 1 for s in geometry.stride):
+  stride_one = all(s == 1 for s in geometry.stride)
+  taps = math.prod(map(_shapes.phase_kernel_size, geometry.kernel_size, geometry.stride, geometry.dilation))
+  if platform == "cpu" and geometry.group == 1:  # few output channels: the phases' col2im product
+    columns = geometry.phase_count() * out_channels  # per tap, `_phase.multiplies_first`'s M
+    if columns * (taps if stride_one else 1) < in_channels:
+      return "phase"
+  if stride_one:
     return "dilated"
   holes = geometry.phase_holes()
   if platform == "gpu":  # the reference where XLA hands it to cuDNN's backward-data kernel
@@ -363,7 +390,9 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
     two_d = len(geometry.stride) == 2
     return "hybrid" if geometry.group == 1 and two_d and not holes and not one_tap and large else "dilated"
   narrow = _phase.accumulation_type(dtype) is not None
-  if holes and len(geometry.stride) == 2 and geometry.group == 1 and in_channels >= out_channels and not narrow:
+  patch_row = taps * in_channels  # values per row of the phases' patch matrix (im2col)
+  if (holes and len(geometry.stride) == 2 and geometry.group == 1 and in_channels >= out_channels and not narrow
+      and patch_row >= 256):
     return "hybrid"
   return "phase"
 

@@ -19,7 +19,10 @@ SPEC.loader.exec_module(bench)
 
 # Small versions of the suite's kinds of layer: (batch, C_in, C_out, spatial, kernel, stride, padding).
 SMALL_LAYERS = [(2, 4, 3, (5, 6), 4, 2, 1), (2, 4, 3, (5, 6), 3, 2, 1), (1, 3, 2, (9,), 8, 4, 2),
-                (1, 2, 3, (3, 3, 3), 4, 2, 1), (2, 4, 4, (4, 4), 3, 1, 1)]
+                (1, 2, 3, (3, 3, 3), 4, 2, 1), (2, 4, 4, (4, 4), 3, 1, 1),
+                # output layers (few output channels: the phases' col2im product on CPU)
+                (2, 16, 1, (5, 6), 4, 2, 1), (2, 16, 3, (5, 6), 5, 2, 2), (1, 8, 1, (9,), 8, 4, 2),
+                (1, 16, 1, (3, 3, 3), 4, 2, 1), (2, 16, 1, (5, 5), 3, 1, 1)]
 
 
 @pytest.mark.parametrize("layer", SMALL_LAYERS)

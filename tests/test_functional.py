@@ -241,6 +241,55 @@ def test_grid_matches_pytorch(n, kernel, stride, dilation, group, padding, outpu
   assert_close(apply(layer, x, weight, bias, algorithm=algorithm), torch_reference(layer, x, weight, bias))
 
 
+@pytest.mark.parametrize("algorithm", ["phase", "hybrid", "auto"])
+@pytest.mark.parametrize(
+    "n, kernel, stride, dilation, padding, output_padding, out_channels",
+    [
+        (1, 8, 4, 1, 2, 0, 1),
+        (2, 4, 2, 1, 1, 1, 1),
+        (2, 5, 2, 1, 2, 1, 3),  # taps leave holes in the phases
+        (2, 3, 1, 1, 1, 0, 1),  # stride 1
+        (2, 3, 2, 2, 1, 1, 2),  # a dilation sharing the stride's factor: one phase of two holds taps
+        (2, 2, 3, 1, 4, 2, 1),  # dk < s, and padding that crops into the signal
+        (3, 4, 2, 1, 1, 1, 1),
+        (3, 3, 2, 1, 0, 0, 1),
+    ],
+)
+def test_few_output_channels_multiply_first_and_match_pytorch(n, kernel, stride, dilation, padding, output_padding,
+                                                               out_channels, algorithm):
+  """Output layers (``C_out`` far below ``C_in``) take the phases' col2im product on CPU
+  (`convtranspose._phase.padded_convolution`): the program multiplies the input itself as it lies, ``C_in`` = 16
+  values per product row (im2col would multiply ``prod(K) * 16``). The value matches PyTorch; the gradients, the JVP and a second
+  derivative match JAX's own derivatives of the lhs-dilated reference."""
+  layer = dict(n=n, group=1, in_channels=16, out_channels=out_channels, kernel=(kernel,) * n, stride=(stride,) * n,
+               dilation=(dilation,) * n, pad_mode="pad", padding=(padding,) * (2 * n), output_padding=output_padding,
+               lengths=(5, 4, 3)[:n])
+  out = ct.conv_transpose_output_shape(layer["lengths"], kernel, stride, "pad", padding, dilation,
+                                       output_padding=output_padding)
+  x, weight, z = random_operands(dict(layer, out=out), seed=kernel * 10 + n)
+  bias = jnp.linspace(-1.0, 1.0, out_channels)
+  ours = functools.partial(apply, layer, algorithm=algorithm)
+  assert_close(ours(x, weight, bias), torch_reference(layer, x, weight, bias))
+  gradients = jax.grad(lambda x, w: jnp.vdot(z, jnp.sin(ours(x, w))), argnums=(0, 1))(x, weight)
+  expected = jax.grad(lambda x, w: jnp.vdot(z, jnp.sin(apply(layer, x, w, algorithm="dilated"))),
+                      argnums=(0, 1))(x, weight)
+  jax.tree.map(assert_close, gradients, expected)
+  tangents = (jnp.cos(x), jnp.flip(weight))
+  jax.tree.map(assert_close, jax.jvp(ours, (x, weight), tangents),
+               jax.jvp(functools.partial(apply, layer, algorithm="dilated"), (x, weight), tangents))
+
+  def second_order(algorithm):  # d/dW of |d loss / dx|^2
+    def loss(x, w):
+      return jnp.vdot(z, jnp.sin(apply(layer, x, w, algorithm=algorithm)))
+    return jax.grad(lambda w: jnp.sum(jax.grad(loss)(x, w) ** 2))(weight)
+
+  assert_close(second_order(algorithm), second_order("dilated"))
+  if algorithm != "hybrid":  # hybrid's value is the reference's convolution on CPU
+    program = _stablehlo(ours, x, weight, platform="cpu")
+    # channels-first: (N, 16, prod(L)) times the kernel broadcast to (N, 16, prod(K) * M), batched over N
+    assert re.search(r"dot_general.*\(tensor<\d+x16x\d+xf32>, tensor<\d+x16x\d+xf32>\)", program), program
+
+
 # ---------------------------------------------------------------------------------------------------------
 # output_padding, layouts and unbatched inputs.
 
@@ -567,17 +616,29 @@ def test_hybrid_is_dilated_as_a_value_and_phase_under_differentiation(layer, see
 @pytest.mark.parametrize(("n", "kernel", "stride", "dilation", "group", "channels", "expected"), [
     (2, 3, 2, 1, 1, (128, 128), "hybrid"),  # taps leave holes in the phases, C_in >= C_out
     (2, 5, 2, 1, 1, (128, 64), "hybrid"),
-    (2, 3, (2, 1), 1, 1, (8, 8), "hybrid"),  # one dimension with holes suffices
+    (2, 3, (2, 1), 1, 1, (128, 128), "hybrid"),  # one dimension with holes suffices
     (2, 3, 2, 1, 1, (64, 128), "phase"),  # more output channels (8x64->256 32x32 k3 s2: 89 vs 70 ms forward)
     (2, 4, 2, 1, 1, (256, 128), "phase"),  # the taps tile the phases
-    (2, 2, 2, 2, 1, (8, 8), "hybrid"),  # taps 0 and 2 both in phase 0: phase 1 all zeros
-    (2, 2, 2, 3, 1, (8, 8), "hybrid"),  # taps 0 and 3: phase kernels of two slots, one zero each
-    (2, 4, 2, 3, 1, (8, 8), "hybrid"),  # taps 0, 3, 6, 9: five slots per phase for two taps
+    (2, 2, 2, 2, 1, (128, 128), "hybrid"),  # taps 0 and 2 both in phase 0: phase 1 all zeros
+    (2, 2, 2, 3, 1, (128, 128), "hybrid"),  # taps 0 and 3: phase kernels of two slots, one zero each
+    (2, 4, 2, 3, 1, (128, 128), "hybrid"),  # taps 0, 3, 6, 9: five slots per phase for two taps
     (2, 4, 2, 1, 1, (8, 8), "phase"),
     (2, 3, 2, 1, 2, (8, 8), "phase"),  # groups: measured only ungrouped
     (1, 3, 2, 1, 1, (128, 64), "phase"),  # one dimension: the phases are faster
     (3, 3, 2, 1, 1, (32, 16), "phase"),  # three: XLA's lhs-dilated convolution is a naive loop on CPU
     (2, 3, 1, 1, 1, (8, 8), "dilated"),  # stride 1: nothing to decompose
+    # Few output channels: the phases' col2im product moves fewer values than the input has channels.
+    (2, 4, 2, 1, 1, (64, 1), "phase"),  # 2 * 2 phases x 1 channel < 64
+    (2, 3, 2, 1, 1, (128, 3), "phase"),  # 12 < 128: not 'hybrid', though the taps leave holes
+    (2, 5, 2, 1, 1, (64, 3), "phase"),
+    (2, 4, 2, 1, 1, (32, 8), "phase"),  # 32 columns, not fewer than 32 channels: the rule for the rest
+    (2, 3, 2, 1, 1, (64, 16), "hybrid"),  # 64 columns, a patch row of 256
+    (1, 8, 4, 1, 1, (64, 1), "phase"),
+    (3, 4, 2, 1, 1, (32, 1), "phase"),
+    (2, 3, 1, 1, 1, (64, 1), "phase"),  # stride 1: 9 taps x 1 channel < 64, vs XLA's convolution
+    (2, 7, 1, 1, 1, (32, 3), "dilated"),  # stride 1: 49 taps x 3 channels > 32
+    (2, 3, 2, 1, 2, (64, 2), "phase"),  # groups: the rule for the rest
+    (2, 3, 2, 1, 1, (16, 8), "phase"),  # holes, but a patch row of 2 * 2 taps x 16 channels < 256 values
 ])
 def test_auto_on_cpu(n, kernel, stride, dilation, group, channels, expected):
   """The rule `functional._choose_algorithm` derives from ``benchmarks/algorithms.py``, as a table (the
