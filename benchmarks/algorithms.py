@@ -10,7 +10,7 @@ makes there is printed beside them, with its time over the fastest algorithm's
 (`convtranspose.functional._choose_algorithm` quotes these numbers; the last layers are outside
 ``benchmarks/bench.py``'s suite, to check the rule on). On
 CPU the lhs-dilated training step is XLA's slow weight gradient (hundreds of milliseconds), so ``dilated`` is
-timed forward only there. Each cell ends with the memory XLA's compiled program holds beyond its inputs and
+timed forward only there, but for stride 1. Each cell ends with the memory XLA's compiled program holds beyond its inputs and
 outputs (``memory_analysis().temp_size_in_bytes``), forward / training step: the phase path's patches, or
 whatever the device's convolution needs.
 """
@@ -74,7 +74,7 @@ def main() -> None:
       compiled = [jax.jit(step).lower(x, weight).compile() for step in (layer, training_step(layer))]
       forward, train = (blocking(c, x, weight) for c in compiled)
       times = [min(median_ms(forward, 5) for _ in range(2))]
-      if algorithm != "dilated" or not on_cpu:
+      if algorithm != "dilated" or not on_cpu or s == 1:  # stride 1: no lhs dilation, JAX's gradient is fast
         times.append(min(median_ms(train, 3) for _ in range(2)))
       timings[algorithm] = times
       memory = [c.memory_analysis().temp_size_in_bytes / 2**20 for c in compiled]
