@@ -317,8 +317,8 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
     ``'phase'``, whose product then takes the col2im form (`_phase.padded_convolution`), whenever that form
     moves fewer values per input row than the input has channels, ``P * C_out < C_in`` with a stride (``P``
     phases holding taps: the product's columns per tap, against im2col's ``C_in`` per tap) and
-    ``prod(k) * C_out < C_in`` at stride 1 (all its columns, against XLA's convolution, which reads the input
-    once); one group. Its forward pass multiplies each input value once, with no patches and no zero-stuffed
+    ``prod(K) * C_out < C_in`` at stride 1 (all its columns, ``K`` the dilated kernel there, against XLA's
+    convolution, which reads the input once); one group. Its forward pass multiplies each input value once, with no patches and no zero-stuffed
     input, and its training step is three products whose widest operand has ``prod(K) * P * C_out`` columns
     (the cotangent's windows), as PyTorch's im2col weight gradient. ``python benchmarks/algorithms.py``
     (NCHW, fp32, forward / training step, ms; ``auto`` before this rule in brackets): 16x64->1 32x32 k4 s2
@@ -331,7 +331,8 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
     phase 1.9 / 6.0 ms, hybrid 3.6 / 5.8 ms).
 
   Measured on 2 CPU cores (``benchmarks/results/cpu-fp32.json`` and ``cpu-bf16.json``): with a stride above 1,
-  ``'auto'`` takes 0.53x the reference's forward time (geometric mean over ten layers; 0.01x-1.31x) and
+  ``'auto'`` takes 0.53x the reference's forward time (geometric mean over the first study's ten layers;
+  0.01x-1.31x; over today's 22, 0.38x) and
   0.05x its training step, where the lhs-dilated weight gradient falls off XLA's fast path (32x256->128 8x8
   k4 s2: 590 ms vs 30 ms). In bfloat16 0.38x and 0.05x.
   Its forward pass loses in two dimensions where the kernel's taps leave holes in the phase kernel
