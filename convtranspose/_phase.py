@@ -128,7 +128,7 @@ def padded_convolution(x: Array, kernel: Array, padding: list[tuple[int, int]], 
   with the padded copy (49 MiB of temporaries), 5 ms without (24 MiB).
   """
   n = kernel.ndim - 2
-  if multiplies_first(kernel.shape, group, on_cpu):
+  if multiplies_first(kernel.shape[-1], kernel.shape[-2], group, on_cpu):
     taps, (channels, columns) = int(np.prod(kernel.shape[:n])), kernel.shape[n:]
     matrix = jnp.moveaxis(kernel.reshape(taps, channels, columns), 0, 1).reshape(channels, taps * columns)
     accumulation = accumulation_type(x.dtype)
@@ -154,10 +154,10 @@ def padded_convolution(x: Array, kernel: Array, padding: list[tuple[int, int]], 
   return valid_convolution(x, kernel, group, precision, on_cpu)
 
 
-def multiplies_first(kernel_shape: tuple[int, ...], group: int, on_cpu: bool) -> bool:
+def multiplies_first(columns: int, channels: int, group: int, on_cpu: bool) -> bool:
   """Whether `padded_convolution` takes the col2im form: on CPU, one group, ``M < C`` for a kernel
-  ``(*K, C, M)`` (the product's columns per tap fewer than the input's channels)."""
-  return on_cpu and group == 1 and kernel_shape[-1] < kernel_shape[-2]
+  ``(*K, C, M)`` (the product's ``columns`` per tap fewer than the input's ``channels``)."""
+  return on_cpu and group == 1 and columns < channels
 
 
 def valid_convolution(x: Array, kernel: Array, group: int, precision: lax.PrecisionLike, on_cpu: bool) -> Array:

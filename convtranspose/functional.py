@@ -318,9 +318,9 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
     moves fewer values per input row than the input has channels, ``P * C_out < C_in`` with a stride (``P``
     phases holding taps: the product's columns per tap, against im2col's ``C_in`` per tap) and
     ``prod(K) * C_out < C_in`` at stride 1 (all its columns, ``K`` the dilated kernel there, against XLA's
-    convolution, which reads the input once); one group. Its forward pass multiplies each input value once, with no patches and no zero-stuffed
-    input, and its training step is three products whose widest operand has ``prod(K) * P * C_out`` columns
-    (the cotangent's windows), as PyTorch's im2col weight gradient. ``python benchmarks/algorithms.py``
+    convolution, which reads the input once); one group. Its forward pass multiplies each input value once,
+    with no patches and no zero-stuffed input, and its training step is three products whose widest operand
+    has ``prod(K) * P * C_out`` columns (the cotangent's windows), as PyTorch's im2col weight gradient. ``python benchmarks/algorithms.py``
     (NCHW, fp32, forward / training step, ms; ``auto`` before this rule in brackets): 16x64->1 32x32 k4 s2
     1.4 / 2.8 (phase im2col 11.1 / 18.1), 8x128->3 64x64 k4 s2 4.7 / 10.8 (46.5 / 80.9), 4x64->3 64x64 k5
     s2 2.3 / 8.2 (hybrid 3.4 / 41.3), 8x64->1 64x64 k3 s1 1.7 / 5.1 (dilated 4.0 / 18.3); not 4x32->3 128x128
@@ -375,10 +375,10 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
     return algorithm
   stride_one = all(s == 1 for s in geometry.stride)
   taps = math.prod(map(_shapes.phase_kernel_size, geometry.kernel_size, geometry.stride, geometry.dilation))
-  if platform == "cpu" and geometry.group == 1:  # few output channels: the phases' col2im product
-    columns = geometry.phase_count() * out_channels  # per tap, `_phase.multiplies_first`'s M
-    if columns * (taps if stride_one else 1) < in_channels:
-      return "phase"
+  columns = geometry.phase_count() * out_channels  # the phase kernel's columns per tap
+  if (_phase.multiplies_first(columns, in_channels, geometry.group, on_cpu=platform == "cpu")
+      and (not stride_one or taps * columns < in_channels)):  # few output channels: the col2im product
+    return "phase"
   if stride_one:
     return "dilated"
   holes = geometry.phase_holes()
