@@ -191,18 +191,20 @@ def checked_algorithm(value: Any) -> str:
   return value
 
 
-def channels_and_group(in_channels: Any, out_channels: Any, group: Any) -> None:
-  """Checks ``in_channels``, ``out_channels`` and ``group`` are ints >= 1 and ``group`` divides both."""
+def channels_and_group(in_channels: Any, out_channels: Any, group: Any, group_name: str = "group") -> None:
+  """Checks ``in_channels``, ``out_channels`` and ``group`` are ints >= 1 and ``group`` divides both;
+  ``group_name`` is the vocabulary's name for it (``'groups'`` in mint's)."""
   positive_int(in_channels, "in_channels")
   positive_int(out_channels, "out_channels")
-  positive_int(group, "group")
+  positive_int(group, group_name)
   for name, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
     if channels % group:
-      raise ValueError(f"`{name}` (={channels}) must be divisible by `group` (={group}).")
+      raise ValueError(f"`{name}` (={channels}) must be divisible by `{group_name}` (={group}).")
 
 
 def geometry(n: int, kernel_size: Any, stride: Any, pad_mode: Any, padding: Any, dilation: Any, group: Any,
-             output_padding: Any = 0, data_format: Any = None, padding_mode: Any = "zeros") -> Geometry:
+             output_padding: Any = 0, data_format: Any = None, padding_mode: Any = "zeros",
+             group_name: str = "group") -> Geometry:
   """Validates MindSpore's arguments for ``n`` spatial dimensions and returns their `Geometry`."""
   kernel = int_tuple(kernel_size, n, "kernel_size")
   strides = int_tuple(stride, n, "stride")
@@ -217,12 +219,55 @@ def geometry(n: int, kernel_size: Any, stride: Any, pad_mode: Any, padding: Any,
       padding=tuple(
           _shapes.forward_padding(k, s, d, mode, p, op)
           for k, s, d, p, op in zip(kernel, strides, dilations, pads, extra)),
-      group=positive_int(group, "group"),
+      group=positive_int(group, group_name),
       channels_last=is_channels_last(data_format, n),
       pad_mode=mode,
       output_padding=extra,
       padding_mode=checked_padding_mode(padding_mode, mode),
   )
+
+
+def mint_int_tuple(value: Any, n: int, name: str, minimum: int = 1) -> tuple[int, ...]:
+  """A per-dimension argument of the ``mint`` vocabulary (PyTorch's form) as a tuple of ``n`` ints.
+
+  ``value`` is an int, or a tuple or list of one int (repeated) or of ``n`` ints, each ``>= minimum``.
+  Raises MindSpore mint's exception types: ValueError for another type (mint's ``_pair``), TypeError for an
+  item that is not an int (a bool included), ValueError for an item below ``minimum``, and ValueError for
+  another length (mint accepts it at construction and fails when called).
+  """
+  if isinstance(value, int):  # a bool too: rejected below as an item, as mint does
+    items = (value,)
+  elif isinstance(value, (tuple, list)):
+    items = tuple(value)
+  else:
+    raise ValueError(f"`{name}` must be an int, or a tuple or list of 1 or {n} ints, but got {value!r} of type "
+                     f"{type(value).__name__}.")
+  for item in items:
+    if not _is_int(item):
+      raise TypeError(f"`{name}` must contain ints, but got {value!r} with an item of type {type(item).__name__}.")
+    if item < minimum:
+      raise ValueError(f"`{name}` must contain ints >= {minimum}, but got {value!r}.")
+  if len(items) not in (1, n):
+    raise ValueError(f"`{name}` must be an int, or a tuple or list of 1 or {n} ints for {n} spatial "
+                     f"dimension(s), but got {value!r} of length {len(items)}.")
+  return items * n if len(items) == 1 else items
+
+
+def mint_geometry(n: int, kernel_size: Any, stride: Any, padding: Any, output_padding: Any, groups: Any,
+                  dilation: Any, data_format: Any = None, padding_mode: Any = "zeros") -> Geometry:
+  """Validates the ``mint`` vocabulary's arguments (``mint.nn.ConvTranspose2d``'s, PyTorch's) for ``n``
+  spatial dimensions and returns their `Geometry`.
+
+  ``padding`` ``p`` (one per dimension) is the forward convolution's on both sides: MindSpore's
+  ``pad_mode='pad'`` with ``(p, p)``, so that ``dilation * (kernel_size - 1) - p`` zeros border the dilated
+  input. ``output_padding`` must be below ``max(stride, dilation)`` (PyTorch's rule).
+  """
+  kernel = mint_int_tuple(kernel_size, n, "kernel_size")
+  pads = mint_int_tuple(padding, n, "padding", minimum=0)
+  return geometry(n, kernel, mint_int_tuple(stride, n, "stride"), "pad", tuple(p for p in pads for _ in "lh"),
+                  mint_int_tuple(dilation, n, "dilation"), groups,
+                  mint_int_tuple(output_padding, n, "output_padding", minimum=0), data_format, padding_mode,
+                  group_name="groups")
 
 
 def with_output_size(geometry: Geometry, input_shape: tuple[int, ...], output_size: Any) -> Geometry:

@@ -36,6 +36,7 @@ from convtranspose._layout import batch_shape, data_axes
 
 Array = jax.Array
 IntOrTuple = int | tuple[int, ...]
+IntOrSequence = int | tuple[int, ...] | list[int]
 
 
 def conv_transpose_output_shape(input_shape: Sequence[int], kernel_size: IntOrTuple, stride: IntOrTuple = 1,
@@ -204,6 +205,79 @@ def conv3d_transpose(x: Array, weight: Array, bias: Array | None = None, stride:
   return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, output_padding=output_padding,
                         output_size=output_size, padding_mode=padding_mode, data_format=data_format,
                         precision=precision, algorithm=algorithm)
+
+
+_MINT_LAYOUTS = {1: ("L", "k"), 2: ("H, W", "kH, kW"), 3: ("D, H, W", "kD, kH, kW")}
+_MINT_EXAMPLES = {
+    1: """>>> conv_transpose1d(jnp.ones((2, 4, 10)), jnp.ones((4, 3, 4)), stride=2, padding=1).shape
+  (2, 3, 20)""",
+    2: """>>> x = jnp.ones((1, 16, 6, 6))
+  >>> conv_transpose2d(x, jnp.ones((16, 8, 3, 3)), stride=2, padding=1).shape
+  (1, 8, 11, 11)
+  >>> conv_transpose2d(x, jnp.ones((16, 8, 3, 3)), stride=2, padding=1, output_padding=1).shape
+  (1, 8, 12, 12)""",
+    3: """>>> conv_transpose3d(jnp.ones((4, 8, 8, 8)), jnp.ones((4, 2, 3, 3, 3)), stride=2, padding=1,
+  ...                  output_padding=1).shape  # unbatched
+  (2, 16, 16, 16)""",
+}
+
+
+def _mint_function(n: int):
+  """``conv_transpose{n}d`` in the ``mint`` vocabulary (``mindspore.ops.conv_transpose2d``, PyTorch's
+  ``torch.nn.functional.conv_transpose{n}d``)."""
+
+  def conv_transpose_nd(input: Array, weight: Array, bias: Array | None = None,
+                        stride: IntOrSequence = 1, padding: IntOrSequence = 0, output_padding: IntOrSequence = 0,
+                        groups: int = 1, dilation: IntOrSequence = 1, *, output_size: IntOrTuple | None = None,
+                        padding_mode: str = "zeros", data_format: str | None = None,
+                        precision: lax.PrecisionLike = None, algorithm: str = "auto") -> Array:
+    _check_rank(weight, n)
+    geometry = _arguments.mint_geometry(n, np.shape(weight)[2:], stride, padding, output_padding, groups, dilation,
+                                        data_format, padding_mode)
+    return _conv_transpose(input, weight, bias, geometry, precision, _arguments.checked_algorithm(algorithm),
+                           output_size)
+
+  spatial, kernel = _MINT_LAYOUTS[n]
+  conv_transpose_nd.__name__ = conv_transpose_nd.__qualname__ = f"conv_transpose{n}d"
+  conv_transpose_nd.__doc__ = f"""{n}-D transposed convolution in the ``mint`` vocabulary: MindSpore's
+  ``ops.conv_transpose{n}d`` / ``mint.nn.functional.conv_transpose{n}d`` (2-D in MindSpore 2.10), PyTorch's
+  ``torch.nn.functional.conv_transpose{n}d``.
+
+  The output length per spatial dimension is
+  ``(L - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1``.
+
+  Args:
+    input: ``(N, C_in, {spatial})``, or ``(C_in, {spatial})`` unbatched (channels-last with ``data_format``).
+    weight: ``(C_in, C_out // groups, {kernel})``, the layout of MindSpore and PyTorch.
+    bias: ``(C_out,)`` or None.
+    stride: int, or tuple or list of {n} ints.
+    padding: int, or tuple or list of {n} ints: the forward convolution's padding on both sides of each
+      dimension, so ``dilation * (kernel_size - 1) - padding`` zeros border the dilated input.
+    output_padding: int, or tuple or list of {n} ints in ``[0, max(stride, dilation))``: rows added at the
+      high end of each dimension, computed by the convolution.
+    groups: channel groups; ``groups`` must divide ``C_in``.
+    dilation: int, or tuple or list of {n} ints.
+    output_size: keyword-only; picks the ``output_padding`` (see `conv_transpose`).
+    padding_mode: keyword-only; ``'zeros'`` (default), ``'circular'``, ``'reflect'`` or ``'replicate'`` (see
+      `conv_transpose`).
+    data_format: keyword-only; channels-first (None, the default) or channels-last (see `conv_transpose`).
+    precision: keyword-only; passed to `jax.lax.conv_general_dilated`.
+    algorithm: keyword-only; ``'auto'`` (default), ``'dilated'``, ``'phase'`` or ``'hybrid'``.
+
+  Returns:
+    ``(N, C_out, *out_spatial)`` in ``input``'s layout, in the promoted dtype of the operands.
+
+  Raises:
+    TypeError, ValueError: for invalid arguments (MindSpore mint's types) or operands that do not match.
+
+  {_MINT_EXAMPLES[n]}
+  """
+  return conv_transpose_nd
+
+
+conv_transpose1d = _mint_function(1)
+conv_transpose2d = _mint_function(2)
+conv_transpose3d = _mint_function(3)
 
 
 def _check_rank(weight: Any, n: int) -> None:

@@ -1,4 +1,5 @@
-"""Weights in and out: MindSpore checkpoints without MindSpore, PyTorch state dicts, Flax parameter trees.
+"""Weights in and out: MindSpore checkpoints without MindSpore, PyTorch state dicts, Flax parameter trees and
+Flax NNX models.
 
 A MindSpore ``.ckpt`` file is a sequence of serialized protobuf ``Checkpoint`` messages (MindSpore's
 ``checkpoint.proto``), one per tensor or per slice of a large tensor, optionally followed by a CRC trailer::
@@ -11,7 +12,8 @@ A MindSpore ``.ckpt`` file is a sequence of serialized protobuf ``Checkpoint`` m
 Consecutive values with the same tag are slices of one tensor, joined in order; a scalar is stored with
 ``dims`` empty or ``[0]``; a string with ``tensor_type == 'str'`` and its UTF-32 code units as content.
 This module reads and writes that format with NumPy alone (``ml_dtypes`` supplies bfloat16), so neither
-MindSpore nor protobuf is needed, and it imports no JAX.
+MindSpore nor protobuf is needed, and it imports no JAX (`load_into_nnx` and an NNX model given to
+`save_mindspore_checkpoint` import Flax when called).
 
 >>> import numpy as np, tempfile, os
 >>> path = os.path.join(tempfile.mkdtemp(), 'net.ckpt')
@@ -293,7 +295,10 @@ def save_mindspore_checkpoint(params: Mapping[str, Any], path: str | os.PathLike
 
   Args:
     params: a (nested) mapping of names to arrays (``jax.Array``, NumPy, Python numbers) or strings, e.g. the
-      ``'params'`` of a Flax model's variables. Python ints and floats become Int64 and Float64.
+      ``'params'`` of a Flax model's variables; or a Flax NNX model (or `flax.nnx.State`), whose `flax.nnx.Param`
+      values are saved under their attribute paths, the names MindSpore's Cells give them when the attributes
+      are named as the Cells were (``decoder.up1.weight``; list items as ``layers.0.weight``, as in a
+      ``SequentialCell``). Python ints and floats become Int64 and Float64.
     path: the file to write.
     crc_check: append MindSpore's CRC-32 trailer, as ``save_checkpoint(..., crc_check=True)`` does.
 
@@ -302,11 +307,76 @@ def save_mindspore_checkpoint(params: Mapping[str, Any], path: str | os.PathLike
   """
   if not isinstance(crc_check, bool):
     raise TypeError(f"`crc_check` must be a bool, but got {crc_check!r} of type {type(crc_check).__name__}.")
-  content = b"".join(message for name, value in _flatten(params) for message in _messages(name, value))
+  content = b"".join(message for name, value in _flatten(_parameter_tree(params))
+                     for message in _messages(name, value))
   if crc_check:
     content += _CRC_MARK + binascii.crc32(content).to_bytes(10, "big")
   with open(path, "wb") as file:
     file.write(content)
+
+
+def _is_nnx(value: Any) -> bool:
+  """Whether ``value`` is a Flax NNX module or state, told without importing Flax."""
+  return any(cls.__module__.startswith("flax.nnx") for cls in type(value).__mro__)
+
+
+def _parameter_tree(params: Any) -> Any:
+  """``params`` itself, or an NNX model's (or state's) parameters as a nested dict of arrays."""
+  if not _is_nnx(params):
+    return params
+  from flax import nnx  # only for an NNX model: this module needs no JAX otherwise
+
+  state = params if isinstance(params, nnx.State) else nnx.state(params, nnx.Param)
+  return nnx.to_pure_dict(state)
+
+
+def load_into_nnx(model: Any, params: Mapping[str, Any], *, strict: bool = True) -> tuple[list[str], list[str]]:
+  """Sets a Flax NNX model's parameters from a MindSpore checkpoint or a PyTorch state dict, in place.
+
+  The counterpart of MindSpore's ``load_param_into_net``: each `flax.nnx.Param` of ``model`` takes the value
+  named by its attribute path (``decoder.up1.weight``; list items ``layers.0.weight``). Values keep the
+  parameter's sharding. Between floating dtypes a value is cast to the parameter's dtype, as MindSpore's
+  ``load_param_into_net`` casts (a float32 checkpoint into a bfloat16 model); any other difference raises.
+
+  Args:
+    model: a Flax NNX module, e.g. built from `convtranspose.nnx`'s layers named as the MindSpore cells were.
+    params: ``{'decoder.up1.weight': array, ...}`` (`load_mindspore_checkpoint`), or a nested tree
+      (`from_torch_state_dict`, `to_flax_params`).
+    strict: raise if a parameter of ``model`` has no value in ``params``. Names in ``params`` that the model
+      lacks (a training checkpoint's optimizer moments) never raise; they are returned.
+
+  Returns:
+    ``(params_not_loaded, names_not_used)``, MindSpore's pair: the model's parameters that kept their values,
+    and the names in ``params`` that the model has no parameter for.
+
+  Raises:
+    ValueError: a shape differs, or (with ``strict``) a parameter has no value; the message names them.
+    TypeError: a dtype differs other than between floating dtypes.
+  """
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx  # imported here: the rest of this module needs no JAX
+
+  values = dict(_flatten(params))
+  targets = {".".join(map(str, path)): node for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Param)}
+  missing = [name for name in targets if name not in values]
+  if strict and missing:
+    raise ValueError(f"`params` has no value for the model's parameters {missing}; it has "
+                     f"{sorted(values)[:20]}{' ...' if len(values) > 20 else ''}. Pass strict=False to keep their values.")
+  for name, variable in targets.items():
+    if name not in values:
+      continue
+    value, current = values[name], variable[...]
+    if tuple(np.shape(value)) != tuple(current.shape):
+      raise ValueError(f"`params`: {name!r} has shape {tuple(np.shape(value))}, but the model's parameter has "
+                       f"shape {tuple(current.shape)}.")
+    dtype = np.asarray(value).dtype
+    if dtype != current.dtype and not (jnp.issubdtype(dtype, jnp.floating)
+                                       and jnp.issubdtype(current.dtype, jnp.floating)):
+      raise TypeError(f"`params`: {name!r} has dtype {dtype}, but the model's parameter has dtype "
+                      f"{current.dtype}; only floating dtypes are cast.")
+    variable[...] = jax.device_put(jnp.asarray(value, current.dtype), getattr(current, "sharding", None))
+  return missing, [name for name in values if name not in targets]
 
 
 def to_flax_params(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -342,22 +412,30 @@ def to_flax_params(flat: Mapping[str, Any]) -> dict[str, Any]:
   return tree
 
 
-def from_torch_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-  """A PyTorch ``state_dict`` as a Flax parameter tree for this library's modules.
+def from_torch_state_dict(state_dict: Mapping[str, Any], *, unit_height: bool = True) -> dict[str, Any]:
+  """A PyTorch ``state_dict`` as a Flax parameter tree for this library's modules (linen's ``'params'``, or
+  the values `load_into_nnx` sets in an NNX model).
 
   ``torch.nn.ConvTranspose{1,2,3}d`` store ``weight`` as ``(C_in, C_out // groups, *kernel)`` and ``bias`` as
   ``(C_out,)``, the layout of MindSpore's layers and ours, so the names are nested (see `to_flax_params`) and
-  the tensors turned into NumPy arrays (bfloat16 as ``ml_dtypes.bfloat16``). One shape changes: MindSpore's
-  1-D layers store their weight with a unit height, ``(C_in, C_out // group, 1, k)``, so every 3-D tensor
-  named ``weight`` (a 1-D convolution's) gains that axis. The layer arguments map as ``padding=p`` -> ``pad_mode='pad', padding=p``, ``groups`` -> ``group``,
-  ``bias`` -> ``has_bias``; ``output_padding`` and ``dilation`` keep their names.
+  the tensors turned into NumPy arrays (bfloat16 as ``ml_dtypes.bfloat16``). One shape may change: MindSpore's
+  legacy 1-D layers (`convtranspose.Conv1dTranspose`) store their weight with a unit height,
+  ``(C_in, C_out // group, 1, k)``, so with ``unit_height`` every 3-D tensor named ``weight`` (a 1-D
+  convolution's) gains that axis; the mint vocabulary's `convtranspose.ConvTranspose1d` stores PyTorch's
+  shape (``unit_height=False``). The mint layers (`convtranspose.ConvTranspose2d`, ...) take PyTorch's
+  arguments as they are; for the legacy ones, ``padding=p`` -> ``pad_mode='pad', padding=p``, ``groups`` ->
+  ``group``, ``bias`` -> ``has_bias``, and ``output_padding`` and ``dilation`` keep their names.
 
   Args:
     state_dict: ``{'decoder.up1.weight': torch.Tensor, ...}``, e.g. ``torch_model.state_dict()``.
+    unit_height: give 3-D weights MindSpore's unit height (for the legacy 1-D layers). Default True.
 
   Returns:
     ``{'decoder': {'up1': {'weight': numpy.ndarray, ...}}}``.
   """
+  if not isinstance(unit_height, bool):
+    raise TypeError(f"`unit_height` must be a bool, but got {unit_height!r} of type {type(unit_height).__name__}.")
+
   def to_numpy(tensor: Any) -> np.ndarray:
     tensor = tensor.detach().cpu()
     if str(tensor.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; float32 holds it exactly
@@ -366,6 +444,7 @@ def from_torch_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
   def converted(name: str, tensor: Any) -> np.ndarray:
     array = to_numpy(tensor)
-    return array[:, :, None] if array.ndim == 3 and name.rsplit(".", 1)[-1] == "weight" else array
+    one_d_weight = array.ndim == 3 and name.rsplit(".", 1)[-1] == "weight"
+    return array[:, :, None] if unit_height and one_d_weight else array
 
   return to_flax_params({name: converted(name, tensor) for name, tensor in state_dict.items()})

@@ -1,21 +1,51 @@
-"""Flax modules with MindSpore's constructor and parameters; they hold parameters and call the function."""
+"""Flax linen modules with MindSpore's constructors and parameters; they hold arguments and parameters and call
+the function (`convtranspose._layers` reads both vocabularies' arguments for them and for `convtranspose.nnx`)."""
 
+import dataclasses
 from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-from flax.linen.dtypes import promote_dtype
 from jax import lax
 
-from convtranspose import _arguments, initializers, sharding
-from convtranspose.functional import _conv_transpose
+from convtranspose import _layers, initializers
 
 IntOrTuple = int | tuple[int, ...]
+IntOrSequence = int | tuple[int, ...] | list[int]
 
 
 class _ConvTranspose(nn.Module):
+  """A transposed convolution as a Flax linen module; the subclasses declare a vocabulary's arguments."""
+
+  vocabulary: ClassVar[str]  # 'nn' or 'mint': which arguments the subclass takes (`convtranspose._layers`)
+  num_spatial_dims: ClassVar[int]
+
+  def __post_init__(self):
+    _layers.parameters(self, self.vocabulary, self.num_spatial_dims)  # raises on any invalid argument, now
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, output_size: IntOrTuple | None = None) -> jax.Array:
+    """Applies the layer to ``x`` of shape ``(N, C_in, *spatial)`` (channels-last: ``(N, *spatial, C_in)``;
+    unbatched: no ``N``); returns ``(N, C_out, *out_spatial)`` in the same layout.
+
+    ``output_size`` (spatial sizes, or a whole output shape such as ``skip.shape``) picks the
+    ``output_padding`` that gives that output, as PyTorch's ``forward(x, output_size)``; the layer's own
+    ``output_padding`` must then be 0. Sizes out of reach raise ValueError naming the range.
+    """
+    layer = _layers.layer(self, self.vocabulary, self.num_spatial_dims)
+    parameters = _layers.parameters(self, self.vocabulary, self.num_spatial_dims)
+    weight_init, bias_init = parameters.weight_init, parameters.bias_init
+    if parameters.logical_axes:
+      weight_init = nn.with_logical_partitioning(weight_init, parameters.weight_axes)
+      bias_init = bias_init and nn.with_logical_partitioning(bias_init, parameters.bias_axes)
+    weight = self.param("weight", weight_init, parameters.weight_shape, parameters.dtype)
+    bias = None if bias_init is None else self.param("bias", bias_init, parameters.bias_shape, parameters.dtype)
+    return layer(x, weight, bias, output_size)
+
+
+class _MindSporeNn(_ConvTranspose):
   """A MindSpore ``nn.Conv{n}dTranspose`` layer as a Flax module; ``n`` is fixed by the subclass.
 
   Attributes:
@@ -43,8 +73,8 @@ class _ConvTranspose(nn.Module):
     algorithm: ``'auto'`` (default), ``'dilated'``, ``'phase'`` or ``'hybrid'``; see
       `convtranspose.conv_transpose`.
     logical_axes: create ``weight`` and ``bias`` as `flax.linen.LogicallyPartitioned` values with the logical
-      axis names of `convtranspose.sharding`, for sharding with a `jax.sharding.Mesh`. Default False
-      (plain arrays, as MindSpore's parameters).
+      axis names of `convtranspose.sharding` (NNX: as the Variables' ``out_sharding``), for sharding with a
+      `jax.sharding.Mesh`. Default False (plain arrays, as MindSpore's parameters).
     padding_mode: ``'zeros'`` (default), ``'circular'``, ``'reflect'`` or ``'replicate'``: the layer is the
       adjoint of the forward convolution that pads with ``jnp.pad`` in that mode; see
       `convtranspose.conv_transpose`.
@@ -52,6 +82,8 @@ class _ConvTranspose(nn.Module):
   Every argument is checked at construction, raising MindSpore's exception types. The input may lack the
   batch axis (one unbatched example); the output then lacks it too.
   """
+
+  vocabulary: ClassVar[str] = "nn"
 
   # The arguments every MindSpore transposed convolution starts with, in its order; each rank's class
   # declares the rest in the order its MindSpore layer takes them.
@@ -64,70 +96,8 @@ class _ConvTranspose(nn.Module):
   dilation: IntOrTuple = 1
   group: int = 1
 
-  num_spatial_dims: ClassVar[int]
-  # MindSpore's 1-D layers are 2-D layers of height 1 and store their weight with that unit axis; keeping
-  # MindSpore's shape lets checkpoints move between the frameworks unchanged.
-  stored_kernel_prefix: ClassVar[tuple[int, ...]] = ()
 
-  def __post_init__(self):
-    _canonical(self)  # raises on any invalid argument, before Flax sees the module
-    super().__post_init__()
-
-  @nn.compact
-  def __call__(self, x: jax.Array, output_size: IntOrTuple | None = None) -> jax.Array:
-    """Applies the layer to ``x`` of shape ``(N, C_in, *spatial)`` (channels-last: ``(N, *spatial, C_in)``;
-    unbatched: no ``N``); returns ``(N, C_out, *out_spatial)`` in the same layout.
-
-    ``output_size`` (spatial sizes, or a whole output shape such as ``skip.shape``) picks the
-    ``output_padding`` that gives that output, as PyTorch's ``forward(x, output_size)``; the layer's own
-    ``output_padding`` must then be 0. Sizes out of reach raise ValueError naming the range.
-    """
-    geometry, weight_shape, weight_init, bias_init = _canonical(self)
-    if self.logical_axes:
-      weight_init = nn.with_logical_partitioning(weight_init, sharding.weight_axes(len(weight_shape)))
-      bias_init = bias_init and nn.with_logical_partitioning(bias_init, sharding.BIAS_AXES)
-    weight = self.param("weight", weight_init, weight_shape, self.param_dtype)
-    bias = self.param("bias", bias_init, (self.out_channels,), self.param_dtype) if self.has_bias else None
-    weight = jnp.reshape(weight, (*weight_shape[:2], *geometry.kernel_size))  # drops a 1-D layer's unit height
-    x, weight, bias = promote_dtype(x, weight, bias, dtype=self.dtype)
-    return _conv_transpose(x, weight, bias, geometry, self.precision, self.algorithm, output_size)
-
-
-def _canonical(
-    layer: _ConvTranspose,
-) -> tuple[_arguments.Geometry, tuple[int, ...], initializers.InitFn, initializers.InitFn | None]:
-  """Validates a layer's MindSpore arguments.
-
-  Returns:
-    The layer's `Geometry`, its stored weight shape ``(C_in, C_out // group, *stored_kernel_prefix,
-    *kernel_size)`` and its weight and
-    bias initializers as ``init(key, shape, dtype)`` (no bias initializer without ``has_bias``).
-
-  A function, not a method: Flax wraps module methods, which cannot run before ``__post_init__`` ends.
-  """
-  _arguments.channels_and_group(layer.in_channels, layer.out_channels, layer.group)
-  geometry = _arguments.geometry(layer.num_spatial_dims, layer.kernel_size, layer.stride, layer.pad_mode,
-                                 layer.padding, layer.dilation, layer.group, layer.output_padding, layer.data_format,
-                                 layer.padding_mode)
-  _arguments.checked_algorithm(layer.algorithm)
-  for name in ("has_bias", "logical_axes"):
-    value = getattr(layer, name)
-    if not isinstance(value, bool):
-      raise TypeError(f"`{name}` must be a bool, but got {value!r} of type {type(value).__name__}.")
-  kernel_shape = (layer.in_channels, layer.out_channels // layer.group, *geometry.kernel_size)
-  weight_shape = (*kernel_shape[:2], *layer.stored_kernel_prefix, *geometry.kernel_size)
-  weight_init = initializers.resolve(layer.weight_init, "weight_init")
-  if isinstance(weight_init, initializers.FromArray) and np.shape(weight_init.array) == kernel_shape:
-    weight_init = initializers.FromArray(jnp.reshape(weight_init.array, weight_shape))  # MindSpore's 1-D form
-  initializers.check_shape(weight_init, weight_shape, "weight_init")
-  bias_init = None
-  if layer.has_bias:  # as in MindSpore, bias_init is only read when there is a bias
-    bias_init = initializers.resolve(layer.bias_init, "bias_init")
-    initializers.check_shape(bias_init, (layer.out_channels,), "bias_init")
-  return geometry, weight_shape, weight_init, bias_init
-
-
-class _BiasThenOutputPadding(_ConvTranspose):
+class _BiasThenOutputPadding(_MindSporeNn):
   """MindSpore 1.x's ``nn.Conv1dTranspose``/``nn.Conv2dTranspose`` order: ``has_bias``, ``weight_init``,
   ``bias_init``, then ``output_padding`` and ``data_format``, which MindSpore 1.x did not have."""
 
@@ -166,12 +136,11 @@ class Conv1dTranspose(_BiasThenOutputPadding):
     (1, 8, 400)
   """
 
-  __doc__ += _ConvTranspose.__doc__.split("\n", 1)[1]  # the shared attribute list
+  __doc__ += _MindSporeNn.__doc__.split("\n", 1)[1]  # the shared attribute list
 
   data_format: str | None = "NCL"
 
   num_spatial_dims: ClassVar[int] = 1
-  stored_kernel_prefix: ClassVar[tuple[int, ...]] = (1,)
 
 
 class Conv2dTranspose(_BiasThenOutputPadding):
@@ -193,14 +162,14 @@ class Conv2dTranspose(_BiasThenOutputPadding):
     (1, 64, 19, 53)
   """
 
-  __doc__ += _ConvTranspose.__doc__.split("\n", 1)[1]  # the shared attribute list
+  __doc__ += _MindSporeNn.__doc__.split("\n", 1)[1]  # the shared attribute list
 
   data_format: str | None = "NCHW"
 
   num_spatial_dims: ClassVar[int] = 2
 
 
-class Conv3dTranspose(_ConvTranspose):
+class Conv3dTranspose(_MindSporeNn):
   """MindSpore's ``nn.Conv3dTranspose``: input ``(N, C_in, D, H, W)``, ``weight``
   ``(C_in, C_out // group, kD, kH, kW)``.
 
@@ -219,7 +188,7 @@ class Conv3dTranspose(_ConvTranspose):
     (1, 2, 16, 16, 16)
   """
 
-  __doc__ += _ConvTranspose.__doc__.split("\n", 1)[1]  # the shared attribute list
+  __doc__ += _MindSporeNn.__doc__.split("\n", 1)[1]  # the shared attribute list
 
   output_padding: IntOrTuple = 0
   has_bias: bool = False
@@ -232,5 +201,136 @@ class Conv3dTranspose(_ConvTranspose):
   algorithm: str = "auto"
   logical_axes: bool = False
   padding_mode: str = "zeros"
+
+  num_spatial_dims: ClassVar[int] = 3
+
+
+class _Mint(_ConvTranspose):
+  """A MindSpore ``mint.nn.ConvTranspose{n}d`` (PyTorch's ``nn.ConvTranspose{n}d``) layer as a Flax module.
+
+  Attributes:
+    in_channels: ``C_in``.
+    out_channels: ``C_out``.
+    kernel_size: int, or tuple or list of ``n`` ints.
+    stride: int, or tuple or list of ``n`` ints. Default 1.
+    padding: int, or tuple or list of ``n`` ints: the forward convolution's padding on both sides of each
+      dimension, so ``dilation * (kernel_size - 1) - padding`` zeros border the dilated input. Default 0.
+    output_padding: int, or tuple or list of ``n`` ints in ``[0, max(stride, dilation))``: rows added at the
+      high end of each dimension, computed by the convolution. Default 0.
+    groups: number of channel groups; must divide both channel counts. Default 1.
+    bias: whether to add a ``bias`` of shape ``(C_out,)``. Default True.
+    dilation: int, or tuple or list of ``n`` ints. Default 1.
+    padding_mode: ``'zeros'`` (default; the only mode MindSpore's mint takes), ``'circular'``, ``'reflect'`` or
+      ``'replicate'`` (as PyTorch's ``nn.Conv{n}d``): the layer is the adjoint of the forward convolution that
+      pads in that mode; see `convtranspose.conv_transpose`.
+    dtype: the parameters' dtype, MindSpore's (and PyTorch's) meaning; None is float32. This is Flax's
+      ``param_dtype``; Flax's ``dtype`` (the computation's) is ``compute_dtype`` here.
+    data_format: keyword-only. Channels-first (None, the default, or ``'NCL'``, ``'NCHW'``, ``'NCDHW'``) or
+      channels-last (``'NLC'``, ``'NHWC'``, ``'NDHWC'``); the weight's layout never changes.
+    compute_dtype: keyword-only. The computation dtype; None (default) promotes the input and the
+      parameters, as Flax's layers do (e.g. ``jnp.bfloat16`` with float32 parameters: mixed precision).
+    precision: keyword-only. Passed to `jax.lax.conv_general_dilated`.
+    algorithm: keyword-only. ``'auto'`` (default), ``'dilated'``, ``'phase'`` or ``'hybrid'``; see
+      `convtranspose.conv_transpose`.
+    logical_axes: keyword-only. Name the parameters' axes for sharding, as `convtranspose.sharding` says.
+    weight_init: keyword-only. Initializer of ``weight`` ``(C_in, C_out // groups, *kernel_size)``, any kind
+      `convtranspose.initializers.resolve` takes; None (default) draws mint's (and PyTorch's)
+      ``U(-sqrt(k), sqrt(k))``, ``k = groups / (C_out * prod(kernel_size))``.
+    bias_init: keyword-only. Initializer of ``bias``; None (default) draws from the same ``U(-sqrt(k), sqrt(k))``.
+
+  Every argument is checked at construction, raising the exception types MindSpore's mint raises (mint
+  accepts some invalid values, a negative ``padding`` or an ``output_padding`` out of range, at construction and
+  fails when called; these raise ValueError here). The input may lack the batch axis (one unbatched example);
+  the output then lacks it too.
+  """
+
+  vocabulary: ClassVar[str] = "mint"
+
+  in_channels: int
+  out_channels: int
+  kernel_size: IntOrSequence
+  stride: IntOrSequence = 1
+  padding: IntOrSequence = 0
+  output_padding: IntOrSequence = 0
+  groups: int = 1
+  bias: bool = True
+  dilation: IntOrSequence = 1
+  padding_mode: str = "zeros"
+  dtype: Any = None
+  _: dataclasses.KW_ONLY
+  data_format: str | None = None
+  compute_dtype: Any = None
+  precision: lax.PrecisionLike = None
+  algorithm: str = "auto"
+  logical_axes: bool = False
+  weight_init: initializers.InitLike | None = None
+  bias_init: initializers.InitLike | None = None
+
+
+class ConvTranspose1d(_Mint):
+  """PyTorch's ``nn.ConvTranspose1d`` in mint's vocabulary (MindSpore 2.10 has only the 2-D mint layer): input
+  ``(N, C_in, L)``, ``weight`` ``(C_in, C_out // groups, k)``, PyTorch's shape (`Conv1dTranspose` stores
+  MindSpore's legacy unit height instead).
+
+  Example usage::
+
+    >>> import jax, jax.numpy as jnp
+    >>> import convtranspose as ct
+    >>> net = ct.ConvTranspose1d(16, 8, 4, stride=2, padding=1)
+    >>> x = jnp.ones((1, 16, 100))
+    >>> variables = net.init(jax.random.key(0), x)
+    >>> jax.tree.map(jnp.shape, variables)
+    {'params': {'bias': (8,), 'weight': (16, 8, 4)}}
+    >>> net.apply(variables, x).shape
+    (1, 8, 200)
+  """
+
+  __doc__ += _Mint.__doc__.split("\n", 1)[1]
+
+  num_spatial_dims: ClassVar[int] = 1
+
+
+class ConvTranspose2d(_Mint):
+  """MindSpore's ``mint.nn.ConvTranspose2d`` (PyTorch's ``nn.ConvTranspose2d``): input ``(N, C_in, H, W)``,
+  ``weight`` ``(C_in, C_out // groups, kH, kW)``.
+
+  Example usage::
+
+    >>> import jax, jax.numpy as jnp
+    >>> import convtranspose as ct
+    >>> net = ct.ConvTranspose2d(16, 33, (3, 5), stride=(2, 1), padding=(4, 2))
+    >>> x = jnp.ones((20, 16, 50, 100))
+    >>> variables = net.init(jax.random.key(0), x)
+    >>> jax.tree.map(jnp.shape, variables)
+    {'params': {'bias': (33,), 'weight': (16, 33, 3, 5)}}
+    >>> net.apply(variables, x).shape
+    (20, 33, 93, 100)
+    >>> up = ct.ConvTranspose2d(16, 16, 3, stride=2, padding=1)  # 6 -> 11 or 12: output_size picks
+    >>> h = jnp.ones((1, 16, 6, 6))
+    >>> up.apply(up.init(jax.random.key(0), h), h, output_size=(1, 16, 12, 12)).shape
+    (1, 16, 12, 12)
+  """
+
+  __doc__ += _Mint.__doc__.split("\n", 1)[1]
+
+  num_spatial_dims: ClassVar[int] = 2
+
+
+class ConvTranspose3d(_Mint):
+  """PyTorch's ``nn.ConvTranspose3d`` in mint's vocabulary (MindSpore 2.10 has only the 2-D mint layer): input
+  ``(N, C_in, D, H, W)``, ``weight`` ``(C_in, C_out // groups, kD, kH, kW)``.
+
+  Example usage::
+
+    >>> import jax, jax.numpy as jnp
+    >>> import convtranspose as ct
+    >>> net = ct.ConvTranspose3d(4, 2, 3, stride=2, padding=1, output_padding=1, bias=False)
+    >>> x = jnp.ones((1, 4, 8, 8, 8))
+    >>> variables = net.init(jax.random.key(0), x)
+    >>> net.apply(variables, x).shape
+    (1, 2, 16, 16, 16)
+  """
+
+  __doc__ += _Mint.__doc__.split("\n", 1)[1]
 
   num_spatial_dims: ClassVar[int] = 3

@@ -65,3 +65,42 @@ def load_cases(name: str) -> tuple[list[dict], dict]:
 @pytest.fixture(scope="session")
 def mindspore_cases():
   return load_cases("mindspore_conv2d_transpose.npz")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One test body for both Flax frameworks: `build` makes a layer by its class name in linen (`convtranspose`)
+# or in NNX (`convtranspose.nnx`), initialized, and returns it as a jitted function of the input with its
+# parameters.
+
+FRAMEWORKS = ("linen", "nnx")
+
+
+class Built:
+  """A layer built in one framework: ``params`` (``{'weight': ..., 'bias': ...}``) and ``__call__(x, ...)``."""
+
+  def __init__(self, framework: str, name: str, args: tuple, kwargs: dict, x):
+    import flax.nnx
+    import jax
+
+    import convtranspose as ct
+
+    self.framework = framework
+    if framework == "linen":
+      self.layer = getattr(ct, name)(*args, **kwargs)
+      self.variables = self.layer.init(jax.random.key(0), x)
+      self.params = dict(self.variables["params"])
+      self._apply = jax.jit(self.layer.apply, static_argnames="output_size")
+    else:
+      self.layer = getattr(ct.nnx, name)(*args, **kwargs, rngs=flax.nnx.Rngs(0))
+      self.params = flax.nnx.to_pure_dict(flax.nnx.state(self.layer, flax.nnx.Param))
+      self._apply = flax.nnx.jit(lambda layer, x, output_size=None: layer(x, output_size),
+                                 static_argnames="output_size")
+
+  def __call__(self, x, output_size=None):
+    target = self.variables if self.framework == "linen" else self.layer
+    return self._apply(target, x, output_size=output_size)
+
+
+def build(framework: str, name: str, *args, x, **kwargs) -> Built:
+  """``convtranspose.<name>(*args, **kwargs)`` (linen, initialized on ``x``) or ``convtranspose.nnx.<name>``."""
+  return Built(framework, name, args, kwargs, x)

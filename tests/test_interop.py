@@ -1,5 +1,6 @@
 """Checkpoints and state dicts from real MindSpore 2.10 and PyTorch 2.13 (``fixtures/make_checkpoints.py``)."""
 
+import ast
 import json
 import pathlib
 
@@ -10,6 +11,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 
 import convtranspose as ct
 from conftest import FIXTURES, _tuples, assert_close
@@ -45,6 +47,32 @@ class Net(nn.Module):
     return Decoder(self.rank, self.layers, name="decoder")(x)
 
 
+class NNXNet(nnx.Module):
+  """`Net` in NNX: ``self.decoder.<name>`` layers, the attribute paths MindSpore's and PyTorch's names follow."""
+
+  def __init__(self, rank: int, layers: tuple[tuple[str, tuple], ...], *, rngs: nnx.Rngs):
+    self.decoder = NNXDecoder(rank, layers, rngs=rngs)
+
+  def __call__(self, x):
+    return self.decoder(x)
+
+
+class NNXDecoder(nnx.Module):
+  def __init__(self, rank: int, layers: tuple[tuple[str, tuple], ...], *, rngs: nnx.Rngs):
+    self.names = tuple(name for name, _ in layers)
+    for name, kwargs in layers:
+      setattr(self, name, NNX_LAYERS[rank](**dict(kwargs), rngs=rngs))
+
+  def __call__(self, x):
+    for i, name in enumerate(self.names):
+      x = getattr(self, name)(x)
+      x = jax.nn.relu(x) if i + 1 < len(self.names) else x
+    return x
+
+
+NNX_LAYERS = {1: ct.nnx.Conv1dTranspose, 2: ct.nnx.Conv2dTranspose, 3: ct.nnx.Conv3dTranspose}
+
+
 def _model(fixture, name: str) -> tuple[Net, np.ndarray, np.ndarray]:
   spec = json.loads(str(fixture["configs"]))[name]
   layers = tuple((layer, tuple(sorted(_tuples(config).items()))) for layer, config in spec["layers"].items())
@@ -64,6 +92,44 @@ def test_mindspore_checkpoint_runs_our_model_to_mindspores_output(name):
   shapes = jax.tree.map(np.shape, model.init(jax.random.key(0), x)["params"])
   assert jax.tree.map(np.shape, params) == shapes  # MindSpore's parameters are ours, shapes included
   assert_close(jax.jit(model.apply)({"params": params}, x), expected)
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_mindspore_checkpoint_loads_into_an_nnx_model_and_saves_back(name, tmp_path):
+  """load_into_nnx: MindSpore's output; save_mindspore_checkpoint(model): MindSpore's names, values and bytes."""
+  model, x, expected = _model(MINDSPORE, name)
+  net = NNXNet(model.rank, model.layers, rngs=nnx.Rngs(0))
+  path = FIXTURES / f"mindspore_{name}.ckpt"
+  flat = interop.load_mindspore_checkpoint(path)
+  assert interop.load_into_nnx(net, flat) == ([], [])
+  assert_close(nnx.jit(lambda net, x: net(x))(net, x), expected)
+  interop.save_mindspore_checkpoint(net, tmp_path / "saved.ckpt")
+  saved = interop.load_mindspore_checkpoint(tmp_path / "saved.ckpt")
+  assert sorted(saved) == sorted(flat)
+  for key in flat:
+    np.testing.assert_array_equal(saved[key], flat[key])
+
+
+def test_load_into_nnx_checks_names_shapes_and_dtypes():
+  net = NNXNet(2, (("up1", (("has_bias", True), ("in_channels", 4), ("kernel_size", 3), ("out_channels", 2))),),
+               rngs=nnx.Rngs(0))
+  weight, bias = np.ones((4, 2, 3, 3), np.float32), np.full((2,), 0.5, np.float32)
+  training = {"decoder.up1.weight": weight, "decoder.up1.bias": bias, "moments.decoder.up1.weight": weight}
+  assert interop.load_into_nnx(net, training) == ([], ["moments.decoder.up1.weight"])
+  np.testing.assert_array_equal(net.decoder.up1.bias[...], bias)
+  with pytest.raises(ValueError, match=r"no value for the model's parameters \['decoder.up1.bias'\]"):
+    interop.load_into_nnx(net, {"decoder.up1.weight": weight})
+  assert interop.load_into_nnx(net, {"decoder.up1.weight": 2 * weight}, strict=False) == (["decoder.up1.bias"], [])
+  np.testing.assert_array_equal(net.decoder.up1.weight[...], 2 * weight)
+  with pytest.raises(ValueError, match=r"'decoder.up1.weight' has shape \(4, 2, 3\), but the model's parameter "
+                                       r"has shape \(4, 2, 3, 3\)"):
+    interop.load_into_nnx(net, {"decoder.up1.weight": weight[..., 0], "decoder.up1.bias": bias})
+  with pytest.raises(TypeError, match="has dtype int32, but the model's parameter has dtype float32"):
+    interop.load_into_nnx(net, {"decoder.up1.weight": weight.astype(np.int32), "decoder.up1.bias": bias})
+  half = NNXNet(2, (("up1", (("in_channels", 4), ("kernel_size", 3), ("out_channels", 2),
+                             ("param_dtype", jnp.bfloat16))),), rngs=nnx.Rngs(0))
+  interop.load_into_nnx(half, {"decoder.up1.weight": weight})  # float32 into bfloat16, as MindSpore casts
+  assert half.decoder.up1.weight[...].dtype == jnp.bfloat16
 
 
 def test_the_fixtures_cover_crc_and_slices():
@@ -264,6 +330,23 @@ def test_torch_state_dict_runs_our_model_to_pytorchs_output(name):
   assert_close(jax.jit(model.apply)({"params": params}, x), expected)
 
 
+@pytest.mark.parametrize("name", DECODERS)
+def test_torch_state_dict_runs_our_nnx_model_to_pytorchs_output(name):
+  model, x, expected = _model(TORCH, name)
+  net = NNXNet(model.rank, model.layers, rngs=nnx.Rngs(0))
+  params = interop.from_torch_state_dict(torch.load(FIXTURES / f"torch_{name}.pt", weights_only=True))
+  assert interop.load_into_nnx(net, params) == ([], [])
+  assert_close(net(x), expected)
+
+
+def test_torch_1d_weights_keep_pytorchs_shape_for_the_mint_layers():
+  weight = torch.randn(4, 3, 5)
+  params = interop.from_torch_state_dict({"up.weight": weight}, unit_height=False)
+  np.testing.assert_array_equal(params["up"]["weight"], weight.numpy())
+  with pytest.raises(TypeError, match="`unit_height` must be a bool"):
+    interop.from_torch_state_dict({"up.weight": weight}, unit_height=0)
+
+
 def test_torch_bfloat16_and_1d_weights():
   weight = torch.randn(4, 3, 5).to(torch.bfloat16)
   params = interop.from_torch_state_dict({"up.weight": weight, "up.bias": torch.ones(3, dtype=torch.bfloat16)})
@@ -273,6 +356,9 @@ def test_torch_bfloat16_and_1d_weights():
 
 
 def test_interop_imports_no_jax():
-  """The module is loadable where only NumPy is (the fixture script loads it beside MindSpore)."""
-  source = pathlib.Path(interop.__file__).read_text()
-  assert "import jax" not in source and "from jax" not in source
+  """The module is loadable where only NumPy is (the fixture script loads it beside MindSpore): JAX and Flax
+  are imported only inside the functions that take an NNX model."""
+  tree = ast.parse(pathlib.Path(interop.__file__).read_text())
+  imported = {alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+  imported |= {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
+  assert imported and not {name for name in imported if name.split(".")[0] in ("jax", "flax")}

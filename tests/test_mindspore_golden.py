@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import convtranspose as ct
-from conftest import assert_close, load_cases
+from conftest import FRAMEWORKS, assert_close, build, load_cases
 
 CONFIGS, ARRAYS = load_cases("mindspore_conv2d_transpose.npz")
 SHAPE_CONFIGS, _ = load_cases("mindspore_output_shapes.npz")
@@ -55,15 +55,15 @@ def test_function_without_jit_matches_mindspore(i):
   assert_close(y, expected)
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize("i", CASES)
-def test_module_matches_mindspore(i):
+def test_module_matches_mindspore(i, framework):
   config, x, weight, bias, expected = _case(i)
-  layer = ct.Conv2dTranspose(config["in_channels"], config["out_channels"], config["kernel_size"], config["stride"],
-                             config["pad_mode"], config["padding"], config["dilation"], config["group"],
-                             config["has_bias"], weight_init=weight, bias_init=bias if bias is not None else "zeros")
-  variables = layer.init(jax.random.key(0), x)
-  np.testing.assert_array_equal(variables["params"]["weight"], weight)  # the array initializer, as given
-  assert_close(jax.jit(layer.apply)(variables, x), expected)
+  layer = build(framework, "Conv2dTranspose", config["in_channels"], config["out_channels"], config["kernel_size"],
+                config["stride"], config["pad_mode"], config["padding"], config["dilation"], config["group"],
+                config["has_bias"], weight_init=weight, bias_init=bias if bias is not None else "zeros", x=x)
+  np.testing.assert_array_equal(layer.params["weight"], weight)  # the array initializer, as given
+  assert_close(layer(x), expected)
 
 
 def test_output_shape_table_matches_mindspore():
@@ -129,19 +129,20 @@ def test_family_function_matches_mindspore(n, i, algorithm):
   assert_close(fn(x, weight, bias), expected)
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize("n, i", FAMILY_CASES[::3])
-def test_family_module_matches_mindspore(n, i):
+def test_family_module_matches_mindspore(n, i, framework):
   """Positional arguments in MindSpore's order: the 3-D layer takes output_padding before has_bias."""
   config, x, weight, bias, expected = _family_case(n, i)
   leading = [config[k] for k in ("in_channels", "out_channels", "kernel_size", "stride", "pad_mode", "padding",
                                  "dilation", "group")]
+  bias_init = bias if bias is not None else "zeros"
   if n == 3:
-    layer = ct.Conv3dTranspose(*leading, config["output_padding"], config["has_bias"], weight,
-                               bias if bias is not None else "zeros")
+    layer = build(framework, "Conv3dTranspose", *leading, config["output_padding"], config["has_bias"], weight,
+                  bias_init, x=x)
   else:
-    layer = ct.Conv1dTranspose(*leading, config["has_bias"], weight, bias if bias is not None else "zeros")
-  variables = layer.init(jax.random.key(0), x)
-  assert_close(jax.jit(layer.apply)(variables, x), expected)
+    layer = build(framework, "Conv1dTranspose", *leading, config["has_bias"], weight, bias_init, x=x)
+  assert_close(layer(x), expected)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -151,16 +152,16 @@ def test_family_module_matches_mindspore(n, i):
 OP_CONFIGS, OP_ARRAYS = load_cases("mindspore_conv2d_output_padding.npz")
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize("i", range(len(OP_CONFIGS)))
-def test_2d_output_padding_differs_from_mindspore_only_in_the_added_rows(i):
+def test_2d_output_padding_differs_from_mindspore_only_in_the_added_rows(i, framework):
   config = OP_CONFIGS[i]
   x, weight, bias, expected = (OP_ARRAYS[f"x_{i}"], OP_ARRAYS[f"weight_{i}"], OP_ARRAYS.get(f"bias_{i}"),
                                OP_ARRAYS[f"y_{i}"])
-  layer = ct.Conv2dTranspose(config["in_channels"], config["out_channels"], config["kernel_size"], config["stride"],
-                             config["pad_mode"], config["padding"], config["dilation"], config["group"],
-                             config["has_bias"], weight, bias if bias is not None else "zeros",
-                             config["output_padding"])
-  y = np.asarray(layer.apply(layer.init(jax.random.key(0), x), x))
+  layer = build(framework, "Conv2dTranspose", config["in_channels"], config["out_channels"], config["kernel_size"],
+                config["stride"], config["pad_mode"], config["padding"], config["dilation"], config["group"],
+                config["has_bias"], weight, bias if bias is not None else "zeros", config["output_padding"], x=x)
+  y = np.asarray(layer(x))
   assert y.shape == expected.shape
   rows, cols = (size - op for size, op in zip(y.shape[2:], config["output_padding"]))
   assert_close(y[:, :, :rows, :cols], expected[:, :, :rows, :cols])

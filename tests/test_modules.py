@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import convtranspose as ct
-from conftest import assert_close
+from conftest import FRAMEWORKS, assert_close, build
 
 LAYERS = {1: ct.Conv1dTranspose, 2: ct.Conv2dTranspose, 3: ct.Conv3dTranspose}
 
@@ -61,15 +61,16 @@ def test_default_bias_is_zeros():
         (jnp.float32, jnp.bfloat16, jnp.bfloat16, jnp.bfloat16, jnp.bfloat16),
     ],
 )
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize("n", [1, 2, 3])
-def test_dtypes(n, input_dtype, dtype, param_dtype, expected_output, expected_param):
-  net = LAYERS[n](2, 4, 3, stride=2, has_bias=True, bias_init="uniform", dtype=dtype, param_dtype=param_dtype)
+def test_dtypes(n, framework, input_dtype, dtype, param_dtype, expected_output, expected_param):
   x = jax.random.normal(jax.random.key(2), (1, 2, *(3,) * n)).astype(input_dtype)
-  variables = net.init(jax.random.key(0), x)
-  assert all(p.dtype == expected_param for p in jax.tree.leaves(variables))
-  y = net.apply(variables, x)
+  net = build(framework, f"Conv{n}dTranspose", 2, 4, 3, stride=2, has_bias=True, bias_init="uniform", dtype=dtype,
+              param_dtype=param_dtype, x=x)
+  params = net.params
+  assert all(p.dtype == expected_param for p in params.values())
+  y = net(x)
   assert y.dtype == expected_output
-  params = variables["params"]
   reference = ct.conv_transpose(x.astype(expected_output).astype(jnp.float32),
                                 params["weight"].reshape(2, 4, *(3,) * n).astype(expected_output).astype(jnp.float32),
                                 params["bias"].astype(expected_output).astype(jnp.float32), stride=2,
