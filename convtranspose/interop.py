@@ -361,8 +361,9 @@ def load_into_nnx(model: Any, params: Mapping[str, Any], *, strict: bool = True)
   targets = {".".join(map(str, path)): node for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Param)}
   missing = [name for name in targets if name not in values]
   if strict and missing:
-    raise ValueError(f"`params` has no value for the model's parameters {missing}; it has "
-                     f"{sorted(values)[:20]}{' ...' if len(values) > 20 else ''}. Pass strict=False to keep their values.")
+    listed = f"{sorted(values)[:20]}{' ...' if len(values) > 20 else ''}"
+    raise ValueError(f"`params` has no value for the model's parameters {missing}; it has {listed}. Pass "
+                     "strict=False to keep their values.")
   for name, variable in targets.items():
     if name not in values:
       continue

@@ -27,7 +27,7 @@ hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
 hypothesis.settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 # The fixture generators import MindSpore, which the tests never need; keep --doctest-modules away from it.
-collect_ignore = ["fixtures/make_mindspore_golden.py", "fixtures/make_checkpoints.py"]
+collect_ignore = ["fixtures/make_mindspore_golden.py", "fixtures/make_checkpoints.py", "fixtures/make_mint_fixtures.py"]
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 
@@ -87,7 +87,7 @@ class Built:
     self.framework = framework
     if framework == "linen":
       self.layer = getattr(ct, name)(*args, **kwargs)
-      self.variables = self.layer.init(jax.random.key(0), x)
+      self.variables = jax.jit(self.layer.init)(jax.random.key(0), x)  # jitted: XLA drops the unused forward pass
       self.params = dict(self.variables["params"])
       self._apply = jax.jit(self.layer.apply, static_argnames="output_size")
     else:
