@@ -60,9 +60,10 @@ class _ConvTranspose(nnx.Module):
     cls._arguments = inspect.Signature(arguments)
     rngs = inspect.Parameter("rngs", inspect.Parameter.KEYWORD_ONLY, annotation=nnx.Rngs)
     cls.__signature__ = inspect.Signature([*arguments, rngs], return_annotation=None)
-    cls.__doc__ += "\n  " + cls.linen.__doc__.split("Attributes:", 1)[1].replace(
-        "\n  Every argument", "    rngs: keyword-only. `flax.nnx.Rngs` whose ``params`` stream draws the parameters."
-        "\n\n  Every argument", 1).lstrip().join(("Args:\n    ", ""))
+    # The linen class's attribute list, as arguments, with rngs added.
+    attributes, closing = cls.linen.__doc__.split("Attributes:", 1)[1].split("\n\n  Every argument", 1)
+    rngs_doc = "    rngs: keyword-only. `flax.nnx.Rngs` whose ``params`` stream draws the parameters."
+    cls.__doc__ += f"\n  Args:{attributes}\n{rngs_doc}\n\n  Every argument{closing}"
 
   def __init__(self, *args: Any, rngs: nnx.Rngs, **kwargs: Any):
     bound = self._arguments.bind(*args, **kwargs)
