@@ -6,7 +6,7 @@ arguments and parameters. Both read them here:
 
 * `layer` turns the arguments into a `Layer`: what the layer computes (its `Geometry`, the weight's shape for
   the function, the computation dtype, precision and algorithm), and applies it;
-* `parameters` turns them into `Parameters`: what the module creates (names, shapes, dtype, initializers,
+* `describe` also turns them into `Parameters`: what the module creates (names, shapes, dtype, initializers,
   logical axis names).
 
 Two vocabularies name the arguments, each with its own reader of them:
@@ -100,13 +100,12 @@ def _check_bool(arguments: Any, name: str) -> bool:
 
 def _geometry_and_group(arguments: Any, vocabulary: str, n: int) -> tuple[_arguments.Geometry, int]:
   """The vocabulary's arguments as a `Geometry`, and the group count; validated (MindSpore's exceptions)."""
+  a = arguments
   if vocabulary == "nn":
-    a = arguments
     _arguments.channels_and_group(a.in_channels, a.out_channels, a.group)
     return _arguments.geometry(n, a.kernel_size, a.stride, a.pad_mode, a.padding, a.dilation, a.group,
                                a.output_padding, a.data_format, a.padding_mode), a.group
   if vocabulary == "mint":
-    a = arguments
     _arguments.channels_and_group(a.in_channels, a.out_channels, a.groups, group_name="groups")
     return _arguments.mint_geometry(n, a.kernel_size, a.stride, a.padding, a.output_padding, a.groups,
                                     a.dilation, a.data_format, a.padding_mode), a.groups
@@ -131,12 +130,13 @@ def layer(arguments: Any, vocabulary: str, n: int) -> Layer:
   return Layer(geometry, kernel_shape, dtype, arguments.precision, _arguments.checked_algorithm(arguments.algorithm))
 
 
-def parameters(arguments: Any, vocabulary: str, n: int) -> Parameters:
-  """Reads a layer's arguments (as `layer` does) into the `Parameters` its module creates.
+def describe(arguments: Any, vocabulary: str, n: int) -> tuple[Layer, Parameters]:
+  """Reads a layer's arguments (as `layer` does) into its `Layer` and the `Parameters` its module creates.
 
   The initializers are checked against the shapes here, so that a module fails at construction.
   """
-  kernel_shape = layer(arguments, vocabulary, n).kernel_shape
+  computed = layer(arguments, vocabulary, n)
+  kernel_shape = computed.kernel_shape
   out_channels = arguments.out_channels
   if vocabulary == "nn":
     has_bias, dtype = _check_bool(arguments, "has_bias"), arguments.param_dtype
@@ -157,5 +157,5 @@ def parameters(arguments: Any, vocabulary: str, n: int) -> Parameters:
   if has_bias:  # as in MindSpore, bias_init is only read when there is a bias
     bias_init = initializers.resolve(bias_init, "bias_init")
     initializers.check_shape(bias_init, (out_channels,), "bias_init")
-  return Parameters(weight_shape, (out_channels,), dtype, weight_init, bias_init if has_bias else None,
-                    arguments.logical_axes)
+  return computed, Parameters(weight_shape, (out_channels,), dtype, weight_init, bias_init if has_bias else None,
+                              arguments.logical_axes)

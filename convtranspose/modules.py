@@ -22,7 +22,7 @@ class _ConvTranspose(nn.Module):
   num_spatial_dims: ClassVar[int]
 
   def __post_init__(self):
-    _layers.parameters(self, self.vocabulary, self.num_spatial_dims)  # raises on any invalid argument, now
+    _layers.describe(self, self.vocabulary, self.num_spatial_dims)  # raises on any invalid argument, now
     super().__post_init__()
 
   @nn.compact
@@ -34,8 +34,7 @@ class _ConvTranspose(nn.Module):
     ``output_padding`` that gives that output, as PyTorch's ``forward(x, output_size)``; the layer's own
     ``output_padding`` must then be 0. Sizes out of reach raise ValueError naming the range.
     """
-    layer = _layers.layer(self, self.vocabulary, self.num_spatial_dims)
-    parameters = _layers.parameters(self, self.vocabulary, self.num_spatial_dims)
+    layer, parameters = _layers.describe(self, self.vocabulary, self.num_spatial_dims)
     weight_init, bias_init = parameters.weight_init, parameters.bias_init
     if parameters.logical_axes:
       weight_init = nn.with_logical_partitioning(weight_init, parameters.weight_axes)

@@ -73,8 +73,8 @@ class _ConvTranspose(nnx.Module):
     for name, value in arguments.items():
       if name not in _CONSTRUCTION_ONLY:
         setattr(self, name, value)
-    parameters = _layers.parameters(types.SimpleNamespace(**arguments), self.linen.vocabulary,
-                                    self.linen.num_spatial_dims)
+    _, parameters = _layers.describe(types.SimpleNamespace(**arguments), self.linen.vocabulary,
+                                     self.linen.num_spatial_dims)
 
     def param(init, shape, axes) -> nnx.Param:
       metadata = {_SHARDING_METADATA: axes} if parameters.logical_axes else {}
