@@ -30,7 +30,7 @@ from flax.linen.dtypes import promote_dtype
 from jax import lax
 
 from convtranspose import _arguments, initializers, sharding
-from convtranspose.functional import _conv_transpose
+from convtranspose.functional import OutSharding, _conv_transpose
 
 VOCABULARIES = ("nn", "mint")
 
@@ -53,13 +53,14 @@ class Layer:
   precision: lax.PrecisionLike = None
   algorithm: str = "auto"
 
-  def __call__(self, x: jax.Array, weight: jax.Array, bias: jax.Array | None,
-               output_size: Any = None) -> jax.Array:
+  def __call__(self, x: jax.Array, weight: jax.Array, bias: jax.Array | None, output_size: Any = None,
+               out_sharding: OutSharding = None) -> jax.Array:
     """The layer on ``x`` with the stored ``weight`` (any shape of ``kernel_shape``'s size: a 1-D layer's unit
     height is dropped) and ``bias`` (or None), cast once as Flax's layers cast."""
     weight = jnp.reshape(weight, self.kernel_shape)
     x, weight, bias = promote_dtype(x, weight, bias, dtype=self.dtype)
-    return _conv_transpose(x, weight, bias, self.geometry, self.precision, self.algorithm, output_size)
+    return _conv_transpose(x, weight, bias, self.geometry, self.precision, self.algorithm, output_size,
+                           out_sharding)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,12 +31,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from convtranspose import _arguments, _dilated, _hybrid, _phase, _shapes
+from convtranspose import _arguments, _dilated, _hybrid, _phase, _shapes, _sharding
 from convtranspose._layout import batch_shape, data_axes
 
 Array = jax.Array
 IntOrTuple = int | tuple[int, ...]
 IntOrSequence = int | tuple[int, ...] | list[int]
+OutSharding = _sharding.OutSharding
 
 
 def conv_transpose_output_shape(input_shape: Sequence[int], kernel_size: IntOrTuple, stride: IntOrTuple = 1,
@@ -81,7 +82,7 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: I
                    pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, group: int = 1,
                    *, output_padding: IntOrTuple = 0, output_size: IntOrTuple | None = None,
                    padding_mode: str = "zeros", data_format: str | None = None, precision: lax.PrecisionLike = None,
-                   algorithm: str = "auto") -> Array:
+                   algorithm: str = "auto", out_sharding: OutSharding = None) -> Array:
   """N-dimensional transposed convolution with MindSpore's semantics (``nn.Conv{1,2,3}dTranspose``).
 
   The number of spatial dimensions ``n`` is ``weight.ndim - 2``. The result is the adjoint (the VJP with
@@ -128,6 +129,10 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: I
     precision: passed to `jax.lax.conv_general_dilated`.
     algorithm: ``'auto'`` (default), ``'dilated'``, ``'phase'`` or ``'hybrid'``: how XLA is asked to compute
       it (see the module docstring); every choice gives the same result up to float rounding.
+    out_sharding: the output's sharding, a `jax.sharding.PartitionSpec` of the context mesh or a
+      `jax.sharding.NamedSharding`, as `jax.lax.conv_general_dilated` takes it. None (default): under a mesh
+      with `Explicit` axes, the batch and spatial axes keep the mesh axes of ``x``'s type and the channel axis
+      takes those of ``weight``'s output-channel axis (unless ``x`` uses them); elsewhere XLA propagates.
 
   Returns:
     ``(N, C_out, *out_spatial)`` (channels-last: ``(N, *out_spatial, C_out)``; unbatched: no ``N``), in the
@@ -155,14 +160,16 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: I
                      f"dimension, but got shape {weight_shape}.")
   geometry = _arguments.geometry(len(weight_shape) - 2, weight_shape[2:], stride, pad_mode, padding, dilation, group,
                                  output_padding, data_format, padding_mode)
-  return _conv_transpose(x, weight, bias, geometry, precision, _arguments.checked_algorithm(algorithm), output_size)
+  return _conv_transpose(x, weight, bias, geometry, precision, _arguments.checked_algorithm(algorithm), output_size,
+                         out_sharding)
 
 
 def conv1d_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
                      pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, group: int = 1,
                      *, output_padding: IntOrTuple = 0, output_size: IntOrTuple | None = None,
                      padding_mode: str = "zeros", data_format: str | None = None,
-                     precision: lax.PrecisionLike = None, algorithm: str = "auto") -> Array:
+                     precision: lax.PrecisionLike = None, algorithm: str = "auto",
+                     out_sharding: OutSharding = None) -> Array:
   """`conv_transpose` for ``x`` of shape ``(N, C_in, L)``, ``weight`` ``(C_in, C_out // group, k)``.
 
   ``padding`` is an int or ``(left, right)``.
@@ -170,14 +177,15 @@ def conv1d_transpose(x: Array, weight: Array, bias: Array | None = None, stride:
   _check_rank(weight, 1)
   return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, output_padding=output_padding,
                         output_size=output_size, padding_mode=padding_mode, data_format=data_format,
-                        precision=precision, algorithm=algorithm)
+                        precision=precision, algorithm=algorithm, out_sharding=out_sharding)
 
 
 def conv2d_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
                      pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, group: int = 1,
                      *, output_padding: IntOrTuple = 0, output_size: IntOrTuple | None = None,
                      padding_mode: str = "zeros", data_format: str | None = None,
-                     precision: lax.PrecisionLike = None, algorithm: str = "auto") -> Array:
+                     precision: lax.PrecisionLike = None, algorithm: str = "auto",
+                     out_sharding: OutSharding = None) -> Array:
   """`conv_transpose` for ``x`` of shape ``(N, C_in, H, W)``, ``weight`` ``(C_in, C_out // group, kH, kW)``.
 
   ``padding`` is an int or ``(top, bottom, left, right)``.
@@ -189,14 +197,15 @@ def conv2d_transpose(x: Array, weight: Array, bias: Array | None = None, stride:
   _check_rank(weight, 2)
   return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, output_padding=output_padding,
                         output_size=output_size, padding_mode=padding_mode, data_format=data_format,
-                        precision=precision, algorithm=algorithm)
+                        precision=precision, algorithm=algorithm, out_sharding=out_sharding)
 
 
 def conv3d_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
                      pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, group: int = 1,
                      *, output_padding: IntOrTuple = 0, output_size: IntOrTuple | None = None,
                      padding_mode: str = "zeros", data_format: str | None = None,
-                     precision: lax.PrecisionLike = None, algorithm: str = "auto") -> Array:
+                     precision: lax.PrecisionLike = None, algorithm: str = "auto",
+                     out_sharding: OutSharding = None) -> Array:
   """`conv_transpose` for ``x`` of shape ``(N, C_in, D, H, W)``, ``weight`` ``(C_in, C_out // group, kD, kH, kW)``.
 
   ``padding`` is an int or ``(head, tail, top, bottom, left, right)``.
@@ -204,7 +213,7 @@ def conv3d_transpose(x: Array, weight: Array, bias: Array | None = None, stride:
   _check_rank(weight, 3)
   return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, output_padding=output_padding,
                         output_size=output_size, padding_mode=padding_mode, data_format=data_format,
-                        precision=precision, algorithm=algorithm)
+                        precision=precision, algorithm=algorithm, out_sharding=out_sharding)
 
 
 _MINT_LAYOUTS = {1: ("L", "k"), 2: ("H, W", "kH, kW"), 3: ("D, H, W", "kD, kH, kW")}
@@ -230,12 +239,13 @@ def _mint_function(n: int):
                         stride: IntOrSequence = 1, padding: IntOrSequence = 0, output_padding: IntOrSequence = 0,
                         groups: int = 1, dilation: IntOrSequence = 1, *, output_size: IntOrTuple | None = None,
                         padding_mode: str = "zeros", data_format: str | None = None,
-                        precision: lax.PrecisionLike = None, algorithm: str = "auto") -> Array:
+                        precision: lax.PrecisionLike = None, algorithm: str = "auto",
+                        out_sharding: OutSharding = None) -> Array:
     _check_rank(weight, n)
     geometry = _arguments.mint_geometry(n, np.shape(weight)[2:], stride, padding, output_padding, groups, dilation,
                                         data_format, padding_mode)
     return _conv_transpose(input, weight, bias, geometry, precision, _arguments.checked_algorithm(algorithm),
-                           output_size)
+                           output_size, out_sharding)
 
   spatial, kernel = _MINT_LAYOUTS[n]
   conv_transpose_nd.__name__ = conv_transpose_nd.__qualname__ = f"conv_transpose{n}d"
@@ -263,6 +273,7 @@ def _mint_function(n: int):
     data_format: keyword-only; channels-first (None, the default) or channels-last (see `conv_transpose`).
     precision: keyword-only; passed to `jax.lax.conv_general_dilated`.
     algorithm: keyword-only; ``'auto'`` (default), ``'dilated'``, ``'phase'`` or ``'hybrid'``.
+    out_sharding: keyword-only; the output's sharding (see `conv_transpose`).
 
   Returns:
     ``(N, C_out, *out_spatial)`` in ``input``'s layout, in the promoted dtype of the operands.
@@ -303,9 +314,10 @@ def _check_operands(x: Array, weight: Array, bias: Array | None, geometry: _argu
 
 def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _arguments.Geometry,
                     precision: lax.PrecisionLike, algorithm: str = "auto",
-                    output_size: IntOrTuple | None = None) -> Array:
+                    output_size: IntOrTuple | None = None, out_sharding: _sharding.OutSharding = None) -> Array:
   """The core: canonical arguments only, never re-validated beyond the operands' shapes (and
-  ``output_size``, which needs the input's)."""
+  ``output_size``, which needs the input's). The whole layer is one block for the sharding of its output
+  (`convtranspose._sharding.sharded`)."""
   x, weight = jnp.asarray(x), jnp.asarray(weight)
   bias = None if bias is None else jnp.asarray(bias)
   n = weight.ndim - 2
@@ -335,13 +347,21 @@ def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _argu
     y = method(x, weight, unpadded, unpadded.output_shape(in_spatial), precision, platform)
     return _fold_padding(y, geometry, out_spatial)
 
-  # Nothing to convolve when no input reaches any output. Otherwise the platform is the one XLA compiles
-  # for, known at lowering: a CPU device on a GPU host, or `jax.export` for another platform (or several),
-  # gets that platform's algorithm and layout.
-  empty = 0 in out_shape or x.size == 0
-  y = jnp.zeros(out_shape, dtype) if empty else _by_platform(x, weight, compute)
-  if bias is not None:
-    y = y + bias.astype(dtype).reshape(batch_shape(1, out_channels, (1,) * n, geometry.channels_last))
+  def layer(x: Array, weight: Array, bias: Array | None) -> Array:
+    # Nothing to convolve when no input reaches any output. Otherwise the platform is the one XLA compiles
+    # for, known at lowering: a CPU device on a GPU host, or `jax.export` for another platform (or several),
+    # gets that platform's algorithm and layout.
+    empty = 0 in out_shape or x.size == 0
+    y = jnp.zeros(out_shape, dtype) if empty else _by_platform(x, weight, compute)
+    if bias is not None:
+      y = y + bias.astype(dtype).reshape(batch_shape(1, out_channels, (1,) * n, geometry.channels_last))
+    return y
+
+  if unbatched and out_sharding is not None:
+    out_sharding = _sharding.batched(out_sharding)
+  channel_axis = data_axes(n, geometry.channels_last)[1]
+  y = _sharding.sharded(layer, x, weight, bias, out_shape=out_shape, channel_axis=channel_axis,
+                        out_sharding=out_sharding)
   return y[0] if unbatched else y
 
 

@@ -12,6 +12,7 @@ from jax import lax
 from convtranspose import _layers, initializers
 
 IntOrTuple = int | tuple[int, ...]
+OutSharding = _layers.OutSharding
 IntOrSequence = int | tuple[int, ...] | list[int]
 
 
@@ -26,13 +27,18 @@ class _ConvTranspose(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: jax.Array, output_size: IntOrTuple | None = None) -> jax.Array:
+  def __call__(self, x: jax.Array, output_size: IntOrTuple | None = None,
+               out_sharding: OutSharding = None) -> jax.Array:
     """Applies the layer to ``x`` of shape ``(N, C_in, *spatial)`` (channels-last: ``(N, *spatial, C_in)``;
     unbatched: no ``N``); returns ``(N, C_out, *out_spatial)`` in the same layout.
 
     ``output_size`` (spatial sizes, or a whole output shape such as ``skip.shape``) picks the
     ``output_padding`` that gives that output, as PyTorch's ``forward(x, output_size)``; the layer's own
     ``output_padding`` must then be 0. Sizes out of reach raise ValueError naming the range.
+
+    ``out_sharding`` (a `jax.sharding.PartitionSpec` or `jax.sharding.NamedSharding`) shards the output; by
+    default, under a mesh with `Explicit` axes, the output keeps ``x``'s batch and spatial shardings and
+    takes ``weight``'s output-channel sharding (`convtranspose.conv_transpose`).
     """
     layer, parameters = _layers.describe(self, self.vocabulary, self.num_spatial_dims)
     weight_init, bias_init = parameters.weight_init, parameters.bias_init
@@ -41,7 +47,7 @@ class _ConvTranspose(nn.Module):
       bias_init = bias_init and nn.with_logical_partitioning(bias_init, parameters.bias_axes)
     weight = self.param("weight", weight_init, parameters.weight_shape, parameters.dtype)
     bias = None if bias_init is None else self.param("bias", bias_init, parameters.bias_shape, parameters.dtype)
-    return layer(x, weight, bias, output_size)
+    return layer(x, weight, bias, output_size, out_sharding)
 
 
 class _MindSporeNn(_ConvTranspose):

@@ -84,10 +84,11 @@ class _ConvTranspose(nnx.Module):
     self.bias = (nnx.data(None) if parameters.bias_init is None
                  else param(parameters.bias_init, parameters.bias_shape, parameters.bias_axes))
 
-  def __call__(self, x: jax.Array, output_size: modules.IntOrTuple | None = None) -> jax.Array:
+  def __call__(self, x: jax.Array, output_size: modules.IntOrTuple | None = None,
+               out_sharding: modules.OutSharding = None) -> jax.Array:
     """Applies the layer to ``x``; see the linen module's ``__call__``."""
     layer = _layers.layer(self, self.linen.vocabulary, self.linen.num_spatial_dims)
-    return layer(x, self.weight[...], None if self.bias is None else self.bias[...], output_size)
+    return layer(x, self.weight[...], None if self.bias is None else self.bias[...], output_size, out_sharding)
 
 
 class Conv1dTranspose(_ConvTranspose):

@@ -108,8 +108,13 @@ def layer_forward(layer, z, weight):
   space; with ``output_padding`` that space is longer and the convolution's output is cut to the layer's
   input length (its last outputs would read only the added rows and padding)."""
   pads = forward_padding(layer["kernel"], layer["stride"], layer["dilation"], layer["pad_mode"], layer["padding"])
-  y = forward_conv(z, weight, layer["stride"], layer["dilation"], pads, layer["group"])
-  return y[(slice(None), slice(None), *(slice(0, length) for length in layer["lengths"]))]
+
+  @jax.jit
+  def forward(z, weight):
+    y = forward_conv(z, weight, layer["stride"], layer["dilation"], pads, layer["group"])
+    return y[(slice(None), slice(None), *(slice(0, length) for length in layer["lengths"]))]
+
+  return forward(z, weight)
 
 
 @st.composite
@@ -149,9 +154,11 @@ ALGORITHMS = ("dilated", "phase", "hybrid")
 
 
 def apply(layer, x, weight, bias=None, **kwargs):
-  return ct.conv_transpose(x, weight, bias, layer["stride"], layer["pad_mode"], layer["padding"], layer["dilation"],
-                           layer["group"], output_padding=layer["output_padding"], precision=lax.Precision.HIGHEST,
-                           **kwargs)
+  """The layer as one jitted program (op by op, each of its operations would be compiled on its own)."""
+  return jax.jit(functools.partial(
+      ct.conv_transpose, stride=layer["stride"], pad_mode=layer["pad_mode"], padding=layer["padding"],
+      dilation=layer["dilation"], group=layer["group"], output_padding=layer["output_padding"],
+      precision=lax.Precision.HIGHEST, **kwargs))(x, weight, bias)
 
 
 @settings(deadline=None, max_examples=40)
@@ -602,15 +609,16 @@ def test_hybrid_is_dilated_as_a_value_and_phase_under_differentiation(layer, see
   def second_order(algorithm):  # d/dW of |d loss / dx|^2
     return jax.grad(lambda w: jnp.sum(jax.grad(loss_of(algorithm))(x, w) ** 2))(weight)
 
+  @functools.partial(jax.jit, static_argnums=0)
+  def derivatives(algorithm, tangents):  # one program per algorithm: forward mode, reverse mode, second order
+    return (jax.jvp(layer_of(algorithm), (x, weight), tangents), jax.grad(loss_of(algorithm), (0, 1))(x, weight),
+            second_order(algorithm))
+
   np.testing.assert_array_equal(jax.jit(layer_of("hybrid"))(x, weight), jax.jit(layer_of("dilated"))(x, weight))
   tangents = jax.random.normal(jax.random.key(seed), x.shape), jnp.flip(weight)
-  hybrid_jvp = jax.jvp(layer_of("hybrid"), (x, weight), tangents)
-  hybrid_grads = jax.grad(loss_of("hybrid"), (0, 1))(x, weight)
-  hybrid_second = second_order("hybrid")
+  hybrid = derivatives("hybrid", tangents)
   for algorithm in ("phase", "dilated"):
-    jax.tree.map(assert_close, hybrid_jvp, jax.jvp(layer_of(algorithm), (x, weight), tangents))
-    jax.tree.map(assert_close, hybrid_grads, jax.grad(loss_of(algorithm), (0, 1))(x, weight))
-  assert_close(hybrid_second, second_order("dilated"))
+    jax.tree.map(assert_close, hybrid, derivatives(algorithm, tangents))
 
 
 @pytest.mark.parametrize(("n", "kernel", "stride", "dilation", "group", "channels", "expected"), [
