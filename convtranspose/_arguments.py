@@ -10,6 +10,8 @@ import dataclasses
 import math
 from typing import Any
 
+import jax.numpy as jnp
+
 from convtranspose import _shapes
 
 _SIDE_NAMES = {
@@ -188,6 +190,21 @@ def checked_algorithm(value: Any) -> str:
   """``value`` if it names an algorithm of `convtranspose.conv_transpose` (ValueError otherwise)."""
   if not isinstance(value, str) or value not in ALGORITHMS:
     raise ValueError(f"`algorithm` must be one of {list(ALGORITHMS)}, but got {value!r}.")
+  return value
+
+
+def floating_dtype(value: Any, name: str) -> Any:
+  """``value`` if it is None or names a floating dtype (``jnp.float32``, ``'bfloat16'``, ...); TypeError
+  otherwise: the layers compute and keep their parameters in floating point."""
+  if value is None:
+    return value
+  try:
+    dtype = jnp.dtype(value)
+  except TypeError:
+    dtype = None
+  if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(f"`{name}` must be a floating dtype (float16, bfloat16, float32 or float64) or None, but got "
+                    f"{value!r}{'' if dtype is None else f' ({dtype})'}.")
   return value
 
 

@@ -30,7 +30,7 @@ from flax.linen.dtypes import promote_dtype
 from jax import lax
 
 from convtranspose import _arguments, initializers, sharding
-from convtranspose.functional import OutSharding, _conv_transpose
+from convtranspose.functional import OutSharding, _conv_transpose, computation_dtype
 
 VOCABULARIES = ("nn", "mint")
 
@@ -58,6 +58,7 @@ class Layer:
     """The layer on ``x`` with the stored ``weight`` (any shape of ``kernel_shape``'s size: a 1-D layer's unit
     height is dropped) and ``bias`` (or None), cast once as Flax's layers cast."""
     weight = jnp.reshape(weight, self.kernel_shape)
+    computation_dtype(x, weight, bias)  # bool and complex inputs raise before Flax's promotion casts them
     x, weight, bias = promote_dtype(x, weight, bias, dtype=self.dtype)
     return _conv_transpose(x, weight, bias, self.geometry, self.precision, self.algorithm, output_size,
                            out_sharding)
@@ -126,7 +127,8 @@ def layer(arguments: Any, vocabulary: str, n: int) -> Layer:
   """
   geometry, group = _geometry_and_group(arguments, vocabulary, n)
   _check_bool(arguments, "logical_axes")
-  dtype = arguments.dtype if vocabulary == "nn" else arguments.compute_dtype
+  dtype_name = "dtype" if vocabulary == "nn" else "compute_dtype"
+  dtype = _arguments.floating_dtype(getattr(arguments, dtype_name), dtype_name)
   kernel_shape = (arguments.in_channels, arguments.out_channels // group, *geometry.kernel_size)
   return Layer(geometry, kernel_shape, dtype, arguments.precision, _arguments.checked_algorithm(arguments.algorithm))
 
@@ -141,11 +143,12 @@ def describe(arguments: Any, vocabulary: str, n: int) -> tuple[Layer, Parameters
   out_channels = arguments.out_channels
   if vocabulary == "nn":
     has_bias, dtype = _check_bool(arguments, "has_bias"), arguments.param_dtype
+    _arguments.floating_dtype(dtype, "param_dtype")
     weight_shape = (*kernel_shape[:2], 1, *kernel_shape[2:]) if n == 1 else kernel_shape  # MindSpore's 1-D form
     weight_init = initializers.resolve(arguments.weight_init, "weight_init")
     bias_init = arguments.bias_init
   else:
-    has_bias, dtype = _check_bool(arguments, "bias"), arguments.dtype or jnp.float32
+    has_bias, dtype = _check_bool(arguments, "bias"), _arguments.floating_dtype(arguments.dtype, "dtype") or jnp.float32
     weight_shape = kernel_shape
     # U(-sqrt(k), sqrt(k)), k = groups / (C_out * prod(kernel)) = 1 / fan_in: MindSpore's HeUniform(sqrt(5)).
     bound = 1 / math.sqrt(math.prod(kernel_shape[1:]))

@@ -297,13 +297,36 @@ def _check_rank(weight: Any, n: int) -> None:
                      f"{n}-D transposed convolution, but got shape {np.shape(weight)}.")
 
 
-def _check_operands(x: Array, weight: Array, bias: Array | None, geometry: _arguments.Geometry) -> int:
-  """Checks a batched ``x`` and ``bias`` against ``weight``; returns ``C_out``."""
+def computation_dtype(x: Any, weight: Any, bias: Any = None) -> np.dtype:
+  """The dtype a transposed convolution of these operands computes in: their promoted dtype, floating.
+
+  An integer operand is promoted to the floating dtype of the others, as Flax's layers promote it.
+
+  Raises:
+    TypeError: an operand is bool or complex (MindSpore and PyTorch refuse them too), or none is floating.
+  """
+  dtypes = {name: jnp.result_type(a) for name, a in (("x", x), ("weight", weight), ("bias", bias)) if a is not None}
+  for name, dtype in dtypes.items():
+    if dtype == np.bool_ or jnp.issubdtype(dtype, jnp.complexfloating):
+      raise TypeError(f"`{name}` has dtype {dtype}: a transposed convolution takes floating operands (an integer "
+                      "one is promoted to the others' floating dtype), not bool or complex.")
+  if not any(jnp.issubdtype(dtype, jnp.floating) for dtype in dtypes.values()):
+    listed = ", ".join(f"`{name}` {dtype}" for name, dtype in dtypes.items())
+    raise TypeError(f"The operands are all integers ({listed}): a transposed convolution computes in a floating "
+                    "dtype; cast one of them, e.g. `x.astype(jnp.float32)`.")
+  return jnp.result_type(*dtypes.values())
+
+
+def _check_operands(x: Array, weight: Array, bias: Array | None, geometry: _arguments.Geometry,
+                    unbatched: bool = False) -> int:
+  """Checks a batched ``x`` (made so from one example if ``unbatched``) and ``bias`` against ``weight``;
+  returns ``C_out``."""
   in_channels = weight.shape[0]
   channel_axis = data_axes(weight.ndim - 2, geometry.channels_last)[1]
   if x.shape[channel_axis] != in_channels:
-    raise ValueError(f"`x` has {x.shape[channel_axis]} channels (axis {channel_axis} of the batched shape "
-                     f"{x.shape}), but `weight` of shape {weight.shape} expects C_in = {in_channels}.")
+    axis, shape = (channel_axis - 1, x.shape[1:]) if unbatched else (channel_axis, x.shape)
+    raise ValueError(f"`x` has {x.shape[channel_axis]} channels (axis {axis} of its shape {shape}), but `weight` "
+                     f"of shape {weight.shape} expects C_in = {in_channels}.")
   if in_channels % geometry.group:
     raise ValueError(f"`group` (={geometry.group}) must divide C_in = weight.shape[0] (={in_channels}).")
   out_channels = weight.shape[1] * geometry.group
@@ -328,8 +351,8 @@ def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _argu
   unbatched = x.ndim == n + 1
   if unbatched:
     x = x[None]
-  out_channels = _check_operands(x, weight, bias, geometry)
-  dtype = jnp.result_type(*(a for a in (x, weight, bias) if a is not None))
+  out_channels = _check_operands(x, weight, bias, geometry, unbatched)
+  dtype = computation_dtype(x, weight, bias)
   x, weight = x.astype(dtype), weight.astype(dtype)
   in_spatial = tuple(x.shape[axis] for axis in data_axes(n, geometry.channels_last)[2:])
   if output_size is not None:

@@ -473,8 +473,33 @@ def test_wrong_input_rank(shape):
 
 
 def test_wrong_channel_count():
-  with pytest.raises(ValueError, match=r"`x` has 5 channels .* expects C_in = 3"):
+  with pytest.raises(ValueError, match=r"`x` has 5 channels \(axis 1 of its shape \(1, 5, 8, 8\)\), .* expects C_in = 3"):
     ct.conv2d_transpose(jnp.ones((1, 5, 8, 8)), jnp.ones((3, 2, 2, 2)))
+  with pytest.raises(ValueError, match=r"`x` has 2 channels \(axis 0 of its shape \(2, 4, 4\)\), "):  # unbatched
+    ct.conv2d_transpose(jnp.ones((2, 4, 4)), jnp.ones((3, 2, 2, 2)))
+
+
+@pytest.mark.parametrize("name", ["x", "weight", "bias"])
+@pytest.mark.parametrize("dtype", [jnp.bool_, jnp.complex64])
+def test_bool_and_complex_operands_raise(name, dtype):
+  """A bool convolution would be XLA's OR of ANDs (a count of 1 2 3 comes back all True); MindSpore and PyTorch
+  refuse bool and complex operands, and so does every function here."""
+  operands = dict(x=jnp.ones((1, 1, 4, 4)), weight=jnp.ones((1, 1, 3, 3)), bias=jnp.ones((1,)))
+  operands[name] = operands[name].astype(dtype)
+  message = rf"`{name}` has dtype {jnp.dtype(dtype)}: a transposed convolution takes floating operands"
+  for function in (ct.conv2d_transpose, ct.conv_transpose2d):
+    with pytest.raises(TypeError, match=message):
+      function(operands["x"], operands["weight"], operands["bias"])
+
+
+def test_integer_operands_are_promoted_to_the_floating_one():
+  x = jax.random.randint(jax.random.key(0), (1, 2, 4, 4), -3, 4)
+  weight = jax.random.normal(jax.random.key(1), (2, 3, 3, 3), jnp.bfloat16)
+  y = ct.conv2d_transpose(x, weight, stride=2)
+  assert y.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(y, ct.conv2d_transpose(x.astype(jnp.bfloat16), weight, stride=2))
+  with pytest.raises(TypeError, match=r"operands are all integers \(`x` int32, `weight` int32\)"):
+    ct.conv2d_transpose(x, jnp.ones((2, 3, 3, 3), jnp.int32))
 
 
 def test_wrong_weight_rank_for_2d():
@@ -524,8 +549,11 @@ def test_output_padding_may_reach_the_dilation():
 
 
 def test_channels_last_wrong_channel_count_names_the_axis():
-  with pytest.raises(ValueError, match=r"`x` has 4 channels \(axis 3 of the batched shape \(1, 5, 5, 4\)\)"):
+  """Unbatched, the message names the shape and axis the caller passed."""
+  with pytest.raises(ValueError, match=r"`x` has 4 channels \(axis 2 of its shape \(5, 5, 4\)\)"):
     ct.conv2d_transpose(jnp.ones((5, 5, 4)), jnp.ones((3, 2, 2, 2)), data_format="NHWC")
+  with pytest.raises(ValueError, match=r"`x` has 4 channels \(axis 3 of its shape \(1, 5, 5, 4\)\)"):
+    ct.conv2d_transpose(jnp.ones((1, 5, 5, 4)), jnp.ones((3, 2, 2, 2)), data_format="NHWC")
 
 
 # ---------------------------------------------------------------------------------------------------------

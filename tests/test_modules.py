@@ -232,3 +232,24 @@ def test_family_errors_at_construction(cls, kwargs, error, message):
   arguments = dict(in_channels=2, out_channels=2, kernel_size=3) | kwargs
   with pytest.raises(error, match=message):
     cls(**arguments)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_bool_and_complex_inputs_raise_and_integers_promote(framework):
+  x = jnp.ones((1, 2, 4, 4))
+  for name in ("Conv2dTranspose", "ConvTranspose2d"):
+    net = build(framework, name, 2, 3, 3, x=x)
+    for dtype in (jnp.bool_, jnp.complex64):
+      with pytest.raises(TypeError, match=rf"`x` has dtype {jnp.dtype(dtype)}: a transposed convolution takes"):
+        net(x.astype(dtype))
+    y = net(x.astype(jnp.int32))
+    assert y.dtype == jnp.float32
+    np.testing.assert_array_equal(y, net(x))
+
+
+@pytest.mark.parametrize(("name", "argument"), [("Conv2dTranspose", "dtype"), ("Conv2dTranspose", "param_dtype"),
+                                                ("ConvTranspose2d", "dtype"), ("ConvTranspose2d", "compute_dtype")])
+@pytest.mark.parametrize("dtype", [jnp.bool_, jnp.int32, jnp.complex64, "junk"])
+def test_non_floating_dtype_arguments_raise_at_construction(name, argument, dtype):
+  with pytest.raises(TypeError, match=rf"`{argument}` must be a floating dtype .* or None, but got"):
+    getattr(ct, name)(2, 3, 3, **{argument: dtype})
