@@ -15,6 +15,11 @@ This module reads and writes that format with NumPy alone (``ml_dtypes`` supplie
 MindSpore nor protobuf is needed, and it imports no JAX (`load_into_nnx` and an NNX model given to
 `save_mindspore_checkpoint` import Flax when called).
 
+MindSpore 2.4 and later also write safetensors (``save_checkpoint(..., format='safetensors')``): the same
+names and layouts, with the header metadata ``{"format": "ms"}``; Hugging Face repositories ship PyTorch
+state dicts as safetensors (``{"format": "pt"}``). The ``safetensors`` package reads and writes those; the
+loaders here tell the two formats apart by the file's first bytes.
+
 >>> import numpy as np, tempfile, os
 >>> path = os.path.join(tempfile.mkdtemp(), 'net.ckpt')
 >>> save_mindspore_checkpoint({'up1': {'weight': np.ones((3, 2, 4, 4), np.float32)}}, path)
@@ -32,6 +37,7 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
+import safetensors
 
 # MindSpore's ``tensor_type`` names (``str(mindspore.dtype)``) and the NumPy dtypes of their bytes. MindSpore
 # writes its host's (little-endian) byte order.
@@ -195,12 +201,14 @@ def _array(dims: list[int], tensor_type: str, content: bytes, offset: int) -> np
 
 
 def load_mindspore_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Reads a MindSpore ``.ckpt`` file without MindSpore.
+  """Reads a MindSpore checkpoint, ``.ckpt`` or safetensors (told apart by the file's bytes), without MindSpore.
 
-  Returns the same names, in the same order, and the same values as ``mindspore.load_checkpoint(path)``, as
-  NumPy arrays: Bool, (U)Int8-64, Float16/32/64 as their NumPy dtypes, BFloat16 as ``ml_dtypes.bfloat16``,
-  scalars as 0-d arrays, strings (saved by MindSpore's ``append_dict``) as 0-d ``str`` arrays. A CRC trailer
-  (``save_checkpoint(..., crc_check=True)``) is always verified.
+  Returns the same names and values as ``mindspore.load_checkpoint(path)`` (``format='safetensors'`` for a
+  safetensors file), as NumPy arrays: Bool, (U)Int8-64, Float16/32/64 as their NumPy dtypes, BFloat16 as
+  ``ml_dtypes.bfloat16``, scalars as 0-d arrays, strings (saved by MindSpore's ``append_dict`` in a ``.ckpt``)
+  as 0-d ``str`` arrays. A ``.ckpt``'s names come in the file's order, and its CRC trailer
+  (``save_checkpoint(..., crc_check=True)``) is always verified; a safetensors file's names come sorted, as in
+  its header. Any safetensors file reads (a Hugging Face one too: see `from_torch_state_dict`).
 
   Args:
     path: the checkpoint file (unencrypted; MindSpore's encrypted checkpoints need MindSpore and the key).
@@ -210,15 +218,74 @@ def load_mindspore_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
   Raises:
     ValueError: the file is not a MindSpore checkpoint, or is corrupt or truncated; the message names the file
-      and the byte offset.
+      (and for a ``.ckpt`` the byte offset).
   """
   with open(path, "rb") as file:
     data = file.read()
+  if _is_safetensors(data):
+    return _load_safetensors(data, path)
   try:
     return _parse(memoryview(data))
   except _MalformedError as error:
     raise ValueError(f"{os.fspath(path)!r} is not a valid MindSpore checkpoint: at byte offset {error.offset}: "
                      f"{error.problem}.") from None
+
+
+# The safetensors dtypes (the header's names) with a NumPy dtype; ``safetensors.serialize`` takes the NumPy names.
+_SAFETENSORS_DTYPES = {
+    "BOOL": np.dtype(np.bool_), "U8": np.dtype("<u1"), "I8": np.dtype("<i1"), "U16": np.dtype("<u2"),
+    "I16": np.dtype("<i2"), "U32": np.dtype("<u4"), "I32": np.dtype("<i4"), "U64": np.dtype("<u8"),
+    "I64": np.dtype("<i8"), "F16": np.dtype("<f2"), "BF16": np.dtype(ml_dtypes.bfloat16), "F32": np.dtype("<f4"),
+    "F64": np.dtype("<f8"), "C64": np.dtype("<c8"), "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
+    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
+}
+
+
+# The largest header the safetensors package reads (its MAX_HEADER_SIZE).
+_SAFETENSORS_MAX_HEADER = 100_000_000
+
+
+def _is_safetensors(data: bytes) -> bool:
+  """Whether ``data`` starts as a safetensors file does: the header's length (8 bytes, little-endian), then
+  its JSON object. A ``.ckpt`` starts with a protobuf key (0x0A), lengths and a tag's bytes, which read as a
+  length far beyond any header."""
+  return data[8:9] == b"{" and int.from_bytes(data[:8], "little") <= _SAFETENSORS_MAX_HEADER
+
+
+def _load_safetensors(data: bytes, path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """The tensors of a safetensors file's bytes, by name in sorted order (the order of its header)."""
+  try:
+    tensors = safetensors.deserialize(data)
+  except safetensors.SafetensorError as error:
+    raise ValueError(f"{os.fspath(path)!r} is not a valid safetensors file: {error}.") from None
+  arrays = {}
+  for name, tensor in sorted(tensors):
+    dtype = _SAFETENSORS_DTYPES.get(tensor["dtype"])
+    if dtype is None:
+      raise ValueError(f"{os.fspath(path)!r}: tensor {name!r} has the safetensors dtype {tensor['dtype']!r}, which "
+                       f"is not supported; supported: {sorted(_SAFETENSORS_DTYPES)}.")
+    shape = tuple(tensor["shape"])
+    if len(tensor["data"]) != math.prod(shape) * dtype.itemsize:  # safetensors checks this too
+      raise ValueError(f"{os.fspath(path)!r}: tensor {name!r} has {len(tensor['data'])} bytes, not those of a "
+                       f"{tensor['dtype']} tensor of shape {shape}.")
+    arrays[name] = np.frombuffer(tensor["data"], dtype).reshape(shape)
+  return arrays
+
+
+def _save_safetensors(tree: Any, path: str | os.PathLike, metadata: dict[str, str]) -> None:
+  """Writes the arrays of a (nested) mapping as a safetensors file, names joined with dots."""
+  arrays = {}
+  for name, value in _flatten(tree):
+    array = np.asarray(value)
+    if array.dtype.byteorder == ">":
+      array = array.astype(array.dtype.newbyteorder("<"))
+    if array.dtype not in _SAFETENSORS_DTYPES.values():
+      raise TypeError(f"`params`: {name!r} has dtype {array.dtype}, which a safetensors file cannot hold; "
+                      f"supported: {', '.join(str(d) for d in _SAFETENSORS_DTYPES.values())}.")
+    arrays[name] = np.ascontiguousarray(array)
+  specs = {name: safetensors.TensorSpec(dtype=array.dtype.name, shape=array.shape, data_ptr=array.ctypes.data,
+                                        data_len=array.nbytes) for name, array in arrays.items()}
+  safetensors.serialize_file(specs, path, metadata=metadata)  # `arrays` keeps the buffers alive until written
 
 
 def _parse(data: memoryview) -> dict[str, np.ndarray]:
@@ -286,12 +353,15 @@ def _messages(name: str, value: Any) -> Iterator[bytes]:
     yield _field(1, header + _field(2, tensor))
 
 
-def save_mindspore_checkpoint(params: Mapping[str, Any], path: str | os.PathLike, *, crc_check: bool = False) -> None:
-  """Writes parameters as a MindSpore ``.ckpt`` file that ``mindspore.load_checkpoint`` reads.
+def save_mindspore_checkpoint(params: Mapping[str, Any], path: str | os.PathLike, *, crc_check: bool = False,
+                              format: str | None = None) -> None:
+  """Writes parameters as a MindSpore checkpoint that ``mindspore.load_checkpoint`` reads: ``.ckpt`` or
+  safetensors, as MindSpore's ``save_checkpoint(..., format=...)`` writes them.
 
   Nested names are joined with dots (``{'decoder': {'up1': {'weight': w}}}`` is saved as
-  ``decoder.up1.weight``), the inverse of `to_flax_params`; a flat ``{name: array}`` is saved as it is. The
-  bytes are those MindSpore's ``save_checkpoint`` writes for the same names, values and order.
+  ``decoder.up1.weight``), the inverse of `to_flax_params`; a flat ``{name: array}`` is saved as it is. A
+  ``.ckpt``'s bytes are those MindSpore's ``save_checkpoint`` writes for the same names, values and order; a
+  safetensors file carries MindSpore's header metadata ``{"format": "ms"}``.
 
   Args:
     params: a (nested) mapping of names to arrays (``jax.Array``, NumPy, Python numbers) or strings, e.g. the
@@ -300,13 +370,26 @@ def save_mindspore_checkpoint(params: Mapping[str, Any], path: str | os.PathLike
       are named as the Cells were (``decoder.up1.weight``; list items as ``layers.0.weight``, as in a
       ``SequentialCell``). Python ints and floats become Int64 and Float64.
     path: the file to write.
-    crc_check: append MindSpore's CRC-32 trailer, as ``save_checkpoint(..., crc_check=True)`` does.
+    crc_check: append MindSpore's CRC-32 trailer, as ``save_checkpoint(..., crc_check=True)`` does (``.ckpt``
+      only).
+    format: ``'ckpt'`` or ``'safetensors'``; None (default) takes ``'safetensors'`` for a path ending in
+      ``.safetensors``, else ``'ckpt'``.
 
   Raises:
-    TypeError: a value's dtype has no MindSpore tensor type (e.g. complex).
+    TypeError: a value's dtype has no MindSpore tensor type (e.g. complex; a string in safetensors).
+    ValueError: an unknown ``format``, or ``crc_check`` with safetensors.
   """
   if not isinstance(crc_check, bool):
     raise TypeError(f"`crc_check` must be a bool, but got {crc_check!r} of type {type(crc_check).__name__}.")
+  if format is None:
+    format = "safetensors" if os.fspath(path).endswith(".safetensors") else "ckpt"
+  if format not in ("ckpt", "safetensors"):
+    raise ValueError(f"`format` must be 'ckpt' or 'safetensors' (or None: by the path's suffix), but got {format!r}.")
+  if format == "safetensors":
+    if crc_check:
+      raise ValueError("`crc_check` applies to the 'ckpt' format; a safetensors file has no CRC trailer.")
+    _save_safetensors(_parameter_tree(params), path, {"format": "ms"})
+    return
   content = b"".join(message for name, value in _flatten(_parameter_tree(params))
                      for message in _messages(name, value))
   if crc_check:
@@ -413,9 +496,11 @@ def to_flax_params(flat: Mapping[str, Any]) -> dict[str, Any]:
   return tree
 
 
-def from_torch_state_dict(state_dict: Mapping[str, Any], *, unit_height: bool = True) -> dict[str, Any]:
+def from_torch_state_dict(state_dict: Mapping[str, Any] | str | os.PathLike, *,
+                          unit_height: bool = True) -> dict[str, Any]:
   """A PyTorch ``state_dict`` as a Flax parameter tree for this library's modules (linen's ``'params'``, or
-  the values `load_into_nnx` sets in an NNX model).
+  the values `load_into_nnx` sets in an NNX model); also read from a safetensors file (Hugging Face's
+  ``model.safetensors``).
 
   ``torch.nn.ConvTranspose{1,2,3}d`` store ``weight`` as ``(C_in, C_out // groups, *kernel)`` and ``bias`` as
   ``(C_out,)``, the layout of MindSpore's layers and ours, so the names are nested (see `to_flax_params`) and
@@ -428,16 +513,26 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], *, unit_height: bool = 
   ``group``, ``bias`` -> ``has_bias``, and ``output_padding`` and ``dilation`` keep their names.
 
   Args:
-    state_dict: ``{'decoder.up1.weight': torch.Tensor, ...}``, e.g. ``torch_model.state_dict()``.
+    state_dict: ``{'decoder.up1.weight': torch.Tensor, ...}``, e.g. ``torch_model.state_dict()`` (NumPy arrays
+      too), or the path of a safetensors file holding one (``safetensors.torch.save_file``,
+      `save_torch_state_dict`).
     unit_height: give 3-D weights MindSpore's unit height (for the legacy 1-D layers). Default True.
 
   Returns:
     ``{'decoder': {'up1': {'weight': numpy.ndarray, ...}}}``.
+
+  Raises:
+    ValueError: a path that is not a valid safetensors file (the message names it).
   """
   if not isinstance(unit_height, bool):
     raise TypeError(f"`unit_height` must be a bool, but got {unit_height!r} of type {type(unit_height).__name__}.")
+  if isinstance(state_dict, str | os.PathLike):
+    with open(state_dict, "rb") as file:
+      state_dict = _load_safetensors(file.read(), state_dict)
 
   def to_numpy(tensor: Any) -> np.ndarray:
+    if isinstance(tensor, np.ndarray):
+      return tensor
     tensor = tensor.detach().cpu()
     if str(tensor.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; float32 holds it exactly
       return tensor.float().numpy().astype(ml_dtypes.bfloat16)
@@ -449,3 +544,32 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], *, unit_height: bool = 
     return array[:, :, None] if unit_height and one_d_weight else array
 
   return to_flax_params({name: converted(name, tensor) for name, tensor in state_dict.items()})
+
+
+def save_torch_state_dict(params: Any, path: str | os.PathLike, *, unit_height: bool = False) -> None:
+  """Writes parameters as a PyTorch state dict in a safetensors file, which ``safetensors.torch.load_file``
+  reads into ``torch_model.load_state_dict`` (Hugging Face's format; header metadata ``{"format": "pt"}``).
+
+  The names are joined with dots, as `save_mindspore_checkpoint` joins them; this library's weights already
+  have PyTorch's layout, ``(C_in, C_out // groups, *kernel)``.
+
+  Args:
+    params: a (nested) mapping of names to arrays, e.g. a linen model's ``'params'``, or a Flax NNX model or
+      `flax.nnx.State`.
+    path: the file to write.
+    unit_height: drop the unit height of the legacy 1-D layers' weights (`convtranspose.Conv1dTranspose`'s
+      ``(C_in, C_out // group, 1, k)``): every 4-D ``weight`` whose third axis has length 1 loses it. Only for
+      models whose 2-D layers have no kernel of height 1. Default False.
+
+  Raises:
+    TypeError: a value's dtype has no safetensors type.
+  """
+  if not isinstance(unit_height, bool):
+    raise TypeError(f"`unit_height` must be a bool, but got {unit_height!r} of type {type(unit_height).__name__}.")
+
+  def converted(name: str, value: Any) -> Any:
+    one_d_weight = np.ndim(value) == 4 and np.shape(value)[2] == 1 and name.rsplit(".", 1)[-1] == "weight"
+    return np.asarray(value)[:, :, 0] if unit_height and one_d_weight else value
+
+  flat = {name: converted(name, value) for name, value in _flatten(_parameter_tree(params))}
+  _save_safetensors(flat, path, {"format": "pt"})

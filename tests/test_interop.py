@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
+import safetensors
+import safetensors.torch
 import torch
 from flax import nnx
 
@@ -22,6 +24,8 @@ MINDSPORE = np.load(FIXTURES / "mindspore_checkpoints.npz")
 TORCH = np.load(FIXTURES / "torch_decoders.npz")
 DECODERS = ("decoder1d", "decoder2d", "decoder3d")
 CHECKPOINTS = sorted(FIXTURES.glob("mindspore_*.ckpt"))
+SAFETENSORS = sorted(FIXTURES.glob("*.safetensors"))
+MINDSPORE_FORMATS = ("ckpt", "safetensors")
 
 
 class Decoder(nn.Module):
@@ -83,10 +87,11 @@ def _model(fixture, name: str) -> tuple[Net, np.ndarray, np.ndarray]:
 # MindSpore checkpoints
 
 
+@pytest.mark.parametrize("suffix", MINDSPORE_FORMATS)
 @pytest.mark.parametrize("name", DECODERS)
-def test_mindspore_checkpoint_runs_our_model_to_mindspores_output(name):
+def test_mindspore_checkpoint_runs_our_model_to_mindspores_output(name, suffix):
   model, x, expected = _model(MINDSPORE, name)
-  flat = interop.load_mindspore_checkpoint(FIXTURES / f"mindspore_{name}.ckpt")
+  flat = interop.load_mindspore_checkpoint(FIXTURES / f"mindspore_{name}.{suffix}")
   assert all(key.startswith("decoder.up") and key.endswith((".weight", ".bias")) for key in flat)
   params = interop.to_flax_params(flat)
   shapes = jax.tree.map(np.shape, model.init(jax.random.key(0), x)["params"])
@@ -94,20 +99,40 @@ def test_mindspore_checkpoint_runs_our_model_to_mindspores_output(name):
   assert_close(jax.jit(model.apply)({"params": params}, x), expected)
 
 
+@pytest.mark.parametrize("suffix", MINDSPORE_FORMATS)
 @pytest.mark.parametrize("name", DECODERS)
-def test_mindspore_checkpoint_loads_into_an_nnx_model_and_saves_back(name, tmp_path):
-  """load_into_nnx: MindSpore's output; save_mindspore_checkpoint(model): MindSpore's names, values and bytes."""
+def test_mindspore_checkpoint_loads_into_an_nnx_model_and_saves_back(name, suffix, tmp_path):
+  """load_into_nnx: MindSpore's output; save_mindspore_checkpoint(model): MindSpore's names and values, in the
+  format the path's suffix names (safetensors with MindSpore's metadata)."""
   model, x, expected = _model(MINDSPORE, name)
   net = NNXNet(model.rank, model.layers, rngs=nnx.Rngs(0))
-  path = FIXTURES / f"mindspore_{name}.ckpt"
+  path = FIXTURES / f"mindspore_{name}.{suffix}"
   flat = interop.load_mindspore_checkpoint(path)
   assert interop.load_into_nnx(net, flat) == ([], [])
   assert_close(nnx.jit(lambda net, x: net(x))(net, x), expected)
-  interop.save_mindspore_checkpoint(net, tmp_path / "saved.ckpt")
-  saved = interop.load_mindspore_checkpoint(tmp_path / "saved.ckpt")
+  interop.save_mindspore_checkpoint(net, tmp_path / f"saved.{suffix}")
+  saved = interop.load_mindspore_checkpoint(tmp_path / f"saved.{suffix}")
   assert sorted(saved) == sorted(flat)
   for key in flat:
     np.testing.assert_array_equal(saved[key], flat[key])
+  assert _metadata(tmp_path / f"saved.{suffix}") == ({"format": "ms"} if suffix == "safetensors" else None)
+
+
+def _metadata(path):
+  """A safetensors file's header metadata (None for any other file), read by the safetensors package."""
+  if path.suffix != ".safetensors":
+    return None
+  with safetensors.safe_open(path, framework="numpy") as file:
+    return file.metadata()
+
+
+def test_mindspores_safetensors_hold_its_ckpts_values():
+  for name in DECODERS:
+    ckpt = interop.load_mindspore_checkpoint(FIXTURES / f"mindspore_{name}.ckpt")
+    tensors = interop.load_mindspore_checkpoint(FIXTURES / f"mindspore_{name}.safetensors")
+    assert list(tensors) == sorted(ckpt)  # the header's (sorted) order
+    jax.tree.map(np.testing.assert_array_equal, tensors, ckpt)
+    assert _metadata(FIXTURES / f"mindspore_{name}.safetensors") == {"format": "ms"}
 
 
 def test_load_into_nnx_checks_names_shapes_and_dtypes():
@@ -177,15 +202,16 @@ def test_sliced_checkpoint_round_trips(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, again, loaded)
 
 
+@pytest.mark.parametrize("suffix", MINDSPORE_FORMATS)
 @pytest.mark.parametrize("param_dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
-def test_flax_params_round_trip(param_dtype, tmp_path):
+def test_flax_params_round_trip(param_dtype, suffix, tmp_path):
   model, x, _ = _model(MINDSPORE, "decoder2d")
   model = Net(model.rank, tuple((n, (*kw, ("param_dtype", param_dtype))) for n, kw in model.layers))
   params = model.init(jax.random.key(0), x)["params"]
-  interop.save_mindspore_checkpoint(params, tmp_path / "model.ckpt")
-  loaded = interop.load_mindspore_checkpoint(tmp_path / "model.ckpt")
-  assert list(loaded) == ["decoder.up1.weight", "decoder.up1.bias", "decoder.up2.weight", "decoder.up2.bias",
-                          "decoder.up3.weight"]
+  interop.save_mindspore_checkpoint(params, tmp_path / f"model.{suffix}")
+  loaded = interop.load_mindspore_checkpoint(tmp_path / f"model.{suffix}")
+  names = ["decoder.up1.weight", "decoder.up1.bias", "decoder.up2.weight", "decoder.up2.bias", "decoder.up3.weight"]
+  assert list(loaded) == (names if suffix == "ckpt" else sorted(names))
   restored = interop.to_flax_params(loaded)
   assert jax.tree.map(lambda a: a.dtype, restored) == jax.tree.map(lambda a: a.dtype, params)
   jax.tree.map(np.testing.assert_array_equal, restored, params)
@@ -217,6 +243,26 @@ def test_save_rejects_what_mindspore_cannot_hold(tmp_path):
     interop.save_mindspore_checkpoint({"x": {"w": np.zeros(2, np.complex64)}}, tmp_path / "c.ckpt")
   with pytest.raises(TypeError, match=r"`crc_check` must be a bool, but got 1 of type int"):
     interop.save_mindspore_checkpoint({}, tmp_path / "c.ckpt", crc_check=1)
+  with pytest.raises(TypeError, match=r"`params`: 'note' has dtype <U2, which a safetensors file cannot hold"):
+    interop.save_mindspore_checkpoint({"note": "hi"}, tmp_path / "c.safetensors")
+  with pytest.raises(ValueError, match=r"`format` must be 'ckpt' or 'safetensors' .* but got 'npz'"):
+    interop.save_mindspore_checkpoint({}, tmp_path / "c.ckpt", format="npz")
+  with pytest.raises(ValueError, match=r"`crc_check` applies to the 'ckpt' format"):
+    interop.save_mindspore_checkpoint({}, tmp_path / "c.safetensors", crc_check=True)
+
+
+def test_format_follows_the_suffix_unless_named(tmp_path):
+  """MindSpore's ``format=``; the reader tells the formats apart by their bytes, whatever the file's name."""
+  values = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(2, ml_dtypes.bfloat16)}
+  interop.save_mindspore_checkpoint(values, tmp_path / "a.safetensors")
+  interop.save_mindspore_checkpoint(values, tmp_path / "b.bin", format="safetensors")
+  interop.save_mindspore_checkpoint(values, tmp_path / "c.bin")
+  assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.bin").read_bytes()
+  assert (tmp_path / "c.bin").read_bytes()[:1] == b"\x0a"  # a protobuf message: the .ckpt format
+  for name in ("a.safetensors", "b.bin", "c.bin"):
+    loaded = interop.load_mindspore_checkpoint(tmp_path / name)
+    assert sorted(loaded) == ["b", "w"] and loaded["b"].dtype == ml_dtypes.bfloat16
+    jax.tree.map(np.testing.assert_array_equal, loaded, values)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -257,6 +303,47 @@ def test_bad_files_raise_value_error_naming_file_and_offset(content, problem, tm
     interop.load_mindspore_checkpoint(path)
 
 
+def _safetensors(header: dict, data: bytes, length: int | None = None) -> bytes:
+  """A hand-built safetensors file, to make files no writer would."""
+  text = json.dumps(header).encode()
+  return (len(text) if length is None else length).to_bytes(8, "little") + text + data
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (_safetensors({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, bytes(8))[:20],
+         r"not a valid safetensors file: .*"),
+        (_safetensors({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, bytes(8), length=30),
+         r"not a valid safetensors file: .*"),
+        (_safetensors({"w": {"dtype": "F33", "shape": [2], "data_offsets": [0, 8]}}, bytes(8)),
+         r"not a valid safetensors file: .*"),
+        (_safetensors({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, bytes(8)),
+         r"not a valid safetensors file: .*"),
+        (_safetensors({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, bytes(12)),
+         r"not a valid safetensors file: .*"),
+        (_safetensors({"w": {"dtype": "F8_E8M0", "shape": [2], "data_offsets": [0, 2]}}, bytes(2)),
+         r"tensor 'w' has the safetensors dtype 'F8_E8M0', which is not supported"),
+    ],
+    ids=["truncated", "header-length", "dtype", "shape", "trailing-bytes", "unsupported-dtype"],
+)
+def test_bad_safetensors_raise_value_error_naming_the_file(content, problem, tmp_path):
+  path = tmp_path / "bad.safetensors"
+  path.write_bytes(content)
+  for load in (interop.load_mindspore_checkpoint, interop.from_torch_state_dict):
+    with pytest.raises(ValueError, match=rf"^'{path}'(: | is ){problem}"):
+      load(path)
+
+
+@pytest.mark.parametrize("path", SAFETENSORS, ids=[p.name for p in SAFETENSORS])
+def test_every_safetensors_truncation_raises_value_error(path, tmp_path):
+  data, truncated = path.read_bytes(), tmp_path / "t.safetensors"
+  for end in range(len(data)):
+    truncated.write_bytes(data[:end])
+    with pytest.raises(ValueError, match=rf"^'{truncated}'"):
+      interop.load_mindspore_checkpoint(truncated)
+
+
 @pytest.mark.parametrize("path", CHECKPOINTS, ids=[p.stem for p in CHECKPOINTS])
 def test_every_truncation_raises_value_error_or_is_a_whole_prefix(path, tmp_path):
   """Protobuf messages carry no end mark: a file cut exactly between two messages (or before its CRC trailer)
@@ -282,8 +369,8 @@ def test_every_truncation_raises_value_error_or_is_a_whole_prefix(path, tmp_path
   assert prefixes >= len(full) - 1
 
 
-@pytest.mark.parametrize("path", [*CHECKPOINTS, FIXTURES / "torch_decoder2d.pt", FIXTURES / "torch_decoders.npz"],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*CHECKPOINTS, *SAFETENSORS, FIXTURES / "torch_decoder2d.pt",
+                                  FIXTURES / "torch_decoders.npz"], ids=lambda p: p.name)
 def test_fuzzed_files_load_or_raise_value_error(path, tmp_path):
   """Hundreds of mutations per file (flipped, inserted, deleted and overwritten bytes, splices): the reader
   returns arrays or raises ValueError, nothing else."""
@@ -309,7 +396,8 @@ def test_fuzzed_files_load_or_raise_value_error(path, tmp_path):
     try:
       loaded = interop.load_mindspore_checkpoint(mutated)
     except ValueError as error:
-      assert str(mutated) in str(error) and "byte offset" in str(error)
+      assert str(error).startswith(repr(str(mutated)))
+      assert "byte offset" in str(error) or "safetensors" in str(error)
       outcomes["ValueError"] += 1
     else:
       assert all(isinstance(v, np.ndarray) for v in loaded.values())
@@ -321,22 +409,47 @@ def test_fuzzed_files_load_or_raise_value_error(path, tmp_path):
 # PyTorch state dicts
 
 
+def _torch_params(name: str, suffix: str) -> dict:
+  """A PyTorch fixture's parameters: the state dict ``torch.save`` wrote, or the path of its safetensors file."""
+  path = FIXTURES / f"torch_{name}.{suffix}"
+  return interop.from_torch_state_dict(torch.load(path, weights_only=True) if suffix == "pt" else path)
+
+
+@pytest.mark.parametrize("suffix", ["pt", "safetensors"])
 @pytest.mark.parametrize("name", DECODERS)
-def test_torch_state_dict_runs_our_model_to_pytorchs_output(name):
+def test_torch_state_dict_runs_our_model_to_pytorchs_output(name, suffix):
   model, x, expected = _model(TORCH, name)
-  state_dict = torch.load(FIXTURES / f"torch_{name}.pt", weights_only=True)
-  params = interop.from_torch_state_dict(state_dict)
+  params = _torch_params(name, suffix)
   assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, model.init(jax.random.key(0), x)["params"])
   assert_close(jax.jit(model.apply)({"params": params}, x), expected)
 
 
+@pytest.mark.parametrize("suffix", ["pt", "safetensors"])
 @pytest.mark.parametrize("name", DECODERS)
-def test_torch_state_dict_runs_our_nnx_model_to_pytorchs_output(name):
+def test_torch_state_dict_runs_our_nnx_model_to_pytorchs_output(name, suffix):
   model, x, expected = _model(TORCH, name)
   net = NNXNet(model.rank, model.layers, rngs=nnx.Rngs(0))
-  params = interop.from_torch_state_dict(torch.load(FIXTURES / f"torch_{name}.pt", weights_only=True))
-  assert interop.load_into_nnx(net, params) == ([], [])
+  assert interop.load_into_nnx(net, _torch_params(name, suffix)) == ([], [])
   assert_close(net(x), expected)
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_saved_torch_state_dict_is_pytorchs(name, tmp_path):
+  """What `save_torch_state_dict` writes from a linen tree and from an NNX model, `safetensors.torch.load_file`
+  reads as PyTorch's own state dict: its names, shapes (the legacy 1-D layers' unit height dropped) and values."""
+  state_dict = torch.load(FIXTURES / f"torch_{name}.pt", weights_only=True)
+  params = interop.from_torch_state_dict(state_dict)
+  model, _, _ = _model(TORCH, name)
+  net = NNXNet(model.rank, model.layers, rngs=nnx.Rngs(0))
+  interop.load_into_nnx(net, params)
+  unit_height = name == "decoder1d"
+  for source, path in ((params, tmp_path / "linen.safetensors"), (net, tmp_path / "nnx.safetensors")):
+    interop.save_torch_state_dict(source, path, unit_height=unit_height)
+    saved = safetensors.torch.load_file(path)
+    assert sorted(saved) == sorted(state_dict)
+    for key, tensor in state_dict.items():
+      torch.testing.assert_close(saved[key], tensor, rtol=0, atol=0)
+    assert _metadata(path) == {"format": "pt"}
 
 
 def test_torch_1d_weights_keep_pytorchs_shape_for_the_mint_layers():
@@ -362,3 +475,45 @@ def test_interop_imports_no_jax():
   imported = {alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
   imported |= {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
   assert imported and not {name for name in imported if name.split(".")[0] in ("jax", "flax")}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Orbax: our parameters are plain pytrees of arrays, sharded ones included
+
+
+def test_orbax_saves_and_restores_linen_and_nnx_parameters_sharded(tmp_path):
+  """`orbax.checkpoint.StandardCheckpointer` round trip on an explicit (4, 2) mesh of 8 simulated devices: linen
+  variables and an NNX model's state come back with their values and shardings, and give the same outputs."""
+  import orbax.checkpoint as ocp
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  def like(tree):  # the restore target: each array's shape, dtype and sharding
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), tree)
+
+  mesh = jax.make_mesh((4, 2), ("data", "model"))
+  x = jax.random.normal(jax.random.key(0), (8, 8, 5, 5))
+  linen = ct.Conv2dTranspose(8, 4, 4, stride=2, pad_mode="pad", padding=1, has_bias=True, bias_init="uniform",
+                             logical_axes=True)
+  checkpointer = ocp.StandardCheckpointer()
+  with jax.set_mesh(mesh):
+    abstract = jax.eval_shape(linen.init, jax.random.key(0), x)
+    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, ct.sharding.axis_rules())
+    variables = nn.unbox(jax.jit(linen.init, out_shardings=shardings)(jax.random.key(0), x))
+    checkpointer.save(tmp_path / "linen", variables)
+    with nn.logical_axis_rules(ct.sharding.axis_rules()):
+      net = ct.nnx.ConvTranspose2d(8, 4, 4, stride=2, padding=1, logical_axes=True, rngs=nnx.Rngs(0))
+      fresh = ct.nnx.ConvTranspose2d(8, 4, 4, stride=2, padding=1, logical_axes=True, rngs=nnx.Rngs(1))
+    checkpointer.save(tmp_path / "nnx", nnx.state(net, nnx.Param))
+    checkpointer.wait_until_finished()
+    restored = checkpointer.restore(tmp_path / "linen", like(variables))
+    nnx.update(fresh, checkpointer.restore(tmp_path / "nnx", like(nnx.state(fresh, nnx.Param))))
+    xs = jax.device_put(x, NamedSharding(mesh, P("data")))
+    outputs = [jax.jit(linen.apply)(tree, xs) for tree in (variables, restored)]
+    outputs += [nnx.jit(lambda net, x: net(x))(model, xs) for model in (net, fresh)]
+  assert restored["params"]["weight"].sharding.spec == P(None, "model", None, None)
+  assert fresh.weight[...].sharding.spec == P(None, "model", None, None)
+  jax.tree.map(np.testing.assert_array_equal, restored, variables)
+  np.testing.assert_array_equal(fresh.weight[...], net.weight[...])
+  np.testing.assert_array_equal(outputs[1], outputs[0])
+  np.testing.assert_array_equal(outputs[3], outputs[2])
