@@ -283,9 +283,17 @@ def _save_safetensors(tree: Any, path: str | os.PathLike, metadata: dict[str, st
       raise TypeError(f"`params`: {name!r} has dtype {array.dtype}, which a safetensors file cannot hold; "
                       f"supported: {', '.join(str(d) for d in _SAFETENSORS_DTYPES.values())}.")
     arrays[name] = np.ascontiguousarray(array)
-  specs = {name: safetensors.TensorSpec(dtype=array.dtype.name, shape=array.shape, data_ptr=array.ctypes.data,
-                                        data_len=array.nbytes) for name, array in arrays.items()}
+  specs = {name: _tensor_spec(array) for name, array in arrays.items()}
   safetensors.serialize_file(specs, path, metadata=metadata)  # `arrays` keeps the buffers alive until written
+
+
+def _tensor_spec(array: np.ndarray) -> Any:
+  """What ``safetensors.serialize_file`` takes for one array: a `TensorSpec` pointing at its buffer (safetensors
+  0.8 and later), or a dict holding its bytes (before)."""
+  if hasattr(safetensors, "TensorSpec"):
+    return safetensors.TensorSpec(dtype=array.dtype.name, shape=array.shape, data_ptr=array.ctypes.data,
+                                  data_len=array.nbytes)
+  return {"dtype": array.dtype.name, "shape": array.shape, "data": array.tobytes()}
 
 
 def _parse(data: memoryview) -> dict[str, np.ndarray]:

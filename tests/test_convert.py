@@ -1,6 +1,6 @@
 """The converters, proved by building each peer's layer with converted weights and padding: Flax (both
 ``transpose_kernel`` settings), `jax.lax.conv_transpose`, Keras 3 on its JAX backend (``conftest.py`` sets
-``KERAS_BACKEND``), PyTorch. Each row of the README's conversion table is one of these tests."""
+``KERAS_BACKEND``), PyTorch. Each row of the conversion table (docs/frameworks.md) is one of these tests."""
 
 import flax.linen as nn
 import keras

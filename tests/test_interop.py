@@ -491,7 +491,7 @@ def test_orbax_saves_and_restores_linen_and_nnx_parameters_sharded(tmp_path):
   def like(tree):  # the restore target: each array's shape, dtype and sharding
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), tree)
 
-  mesh = jax.make_mesh((4, 2), ("data", "model"))
+  mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(jax.sharding.AxisType.Explicit,) * 2)
   x = jax.random.normal(jax.random.key(0), (8, 8, 5, 5))
   linen = ct.Conv2dTranspose(8, 4, 4, stride=2, pad_mode="pad", padding=1, has_bias=True, bias_init="uniform",
                              logical_axes=True)

@@ -267,10 +267,10 @@ def test_shard_map_computes_the_local_block():
   assert_close(y, expected)
 
 
-def test_readme_example(capsys):
-  """The README's "Scaling out" example, run as written, prints the output's type."""
-  readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
-  section = readme[readme.index("## Scaling out"):]
-  code = section[section.index("```python\n") + len("```python\n"):section.index("```\n", 10)]
-  exec(compile(code, "README.md", "exec"), {})
+def test_documented_example(capsys):
+  """The sharding page's first example (docs/sharding.md), run as written, prints the output's type."""
+  page = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "sharding.md").read_text()
+  code = page[page.index("```python\n") + len("```python\n"):]
+  code = code[:code.index("```\n")]
+  exec(compile(code, "docs/sharding.md", "exec"), {})
   assert capsys.readouterr().out.strip() == "float32[32@data,128@model,16,16]"
