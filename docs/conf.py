@@ -38,6 +38,8 @@ nb_execution_mode = "force"
 nb_execution_timeout = 900
 nb_execution_raise_on_error = True
 nb_merge_streams = True
+# jaxlib's CUDA plugin (in the test extra) logs from C++ that it found no driver; not part of any page
+nb_output_stderr = "remove"
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
