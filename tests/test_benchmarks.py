@@ -66,3 +66,24 @@ def test_the_cpu_training_step_stays_on_matrix_products(layer):
   step = jax.jit(jax.grad(lambda x, w: jnp.sum(ct.conv_transpose(x, w, None, s, "pad", p) ** 2), argnums=(0, 1)))
   hlo = step.lower(x, weight).compile().as_text()
   assert " convolution(" not in hlo and " dot(" in hlo
+
+
+def test_readme_quotes_the_results_file():
+  """The README's speed sentence is the saved measurement: the training step's geometric mean over Flax and lax,
+  the layer count, and DCGAN's times."""
+  import json
+  import re
+  import statistics
+
+  root = pathlib.Path(__file__).resolve().parent.parent
+  readme = (root / "README.md").read_text()
+  rows = [row for row in json.loads((root / "benchmarks" / "results" / "cpu-fp32.json").read_text())["rows"]
+          if row["pass_"] == "train"]
+  for peer in ("flax", "lax"):
+    ratio = statistics.geometric_mean(row["ms"]["ours NCHW"] / row["ms"][peer] for row in rows)
+    assert f"takes {ratio:.2f}x the time of" in readme
+  assert f"(geometric mean over {len(rows)} layers;" in readme
+  dcgan = next(row["ms"] for row in rows if row["layer"] == "DCGAN 32x256->128 8x8 k4 s2")
+  expected = (f"{dcgan['ours NCHW']:.0f} ms against Flax's {dcgan['flax']:.0f} ms; PyTorch "
+              f"{dcgan['torch CL']:.0f} ms")
+  assert expected in re.sub(r"\s+", " ", readme), expected
