@@ -67,6 +67,7 @@ def test_wheel_and_sdist_build_and_the_wheel_runs_the_demo(tmp_path):
   """``python -m build`` makes both; the wheel carries what an index shows (license, classifiers, URLs, the
   tested lower bounds) and py.typed, and the demo runs from it (its dependencies from this environment)."""
   import email
+  import tarfile
   import zipfile
 
   result = subprocess.run([sys.executable, "-m", "build", "--outdir", str(tmp_path / "dist"), str(ROOT)],
@@ -81,6 +82,9 @@ def test_wheel_and_sdist_build_and_the_wheel_runs_the_demo(tmp_path):
   assert "Programming Language :: Python :: 3.11" in metadata.get_all("Classifier")
   assert any(url.startswith("Documentation, ") for url in metadata.get_all("Project-URL"))
   assert {"jax>=0.8.1", "jaxlib>=0.8.1", "flax>=0.12.1"} <= set(metadata.get_all("Requires-Dist"))
+  with tarfile.open(sdist) as archive:
+    members = {name.split("/", 1)[-1] for name in archive.getnames()}
+  assert {"LICENSE", "README.md", "pyproject.toml", "convtranspose/functional.py", "convtranspose/py.typed"} <= members
 
   installed = tmp_path / "site"
   subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(installed),
