@@ -140,7 +140,8 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: I
 
   Raises:
     TypeError, ValueError: for invalid arguments (MindSpore's types), inputs whose rank or channel count
-      does not match ``weight``, or a negative output length.
+      does not match ``weight``, or a negative output length; TypeError for bool or complex operands, or
+      operands that are all integers (an integer one is promoted to the others' floating dtype).
 
   >>> x = jnp.ones((1, 1, 2, 2))
   >>> conv_transpose(x, jnp.ones((1, 1, 2, 2)), stride=2, pad_mode='valid').shape
