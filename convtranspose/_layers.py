@@ -142,8 +142,8 @@ def describe(arguments: Any, vocabulary: str, n: int) -> tuple[Layer, Parameters
   kernel_shape = computed.kernel_shape
   out_channels = arguments.out_channels
   if vocabulary == "nn":
-    has_bias, dtype = _check_bool(arguments, "has_bias"), arguments.param_dtype
-    _arguments.floating_dtype(dtype, "param_dtype")
+    has_bias, dtype = _check_bool(arguments, "has_bias"), _arguments.floating_dtype(arguments.param_dtype,
+                                                                                     "param_dtype")
     weight_shape = (*kernel_shape[:2], 1, *kernel_shape[2:]) if n == 1 else kernel_shape  # MindSpore's 1-D form
     weight_init = initializers.resolve(arguments.weight_init, "weight_init")
     bias_init = arguments.bias_init

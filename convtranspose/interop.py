@@ -387,8 +387,7 @@ def save_mindspore_checkpoint(params: Mapping[str, Any], path: str | os.PathLike
     TypeError: a value's dtype has no MindSpore tensor type (e.g. complex; a string in safetensors).
     ValueError: an unknown ``format``, or ``crc_check`` with safetensors.
   """
-  if not isinstance(crc_check, bool):
-    raise TypeError(f"`crc_check` must be a bool, but got {crc_check!r} of type {type(crc_check).__name__}.")
+  _check_bool(crc_check, "crc_check")
   if format is None:
     format = "safetensors" if os.fspath(path).endswith(".safetensors") else "ckpt"
   if format not in ("ckpt", "safetensors"):
@@ -404,6 +403,11 @@ def save_mindspore_checkpoint(params: Mapping[str, Any], path: str | os.PathLike
     content += _CRC_MARK + binascii.crc32(content).to_bytes(10, "big")
   with open(path, "wb") as file:
     file.write(content)
+
+
+def _check_bool(value: Any, name: str) -> None:
+  if not isinstance(value, bool):
+    raise TypeError(f"`{name}` must be a bool, but got {value!r} of type {type(value).__name__}.")
 
 
 def _is_nnx(value: Any) -> bool:
@@ -532,8 +536,7 @@ def from_torch_state_dict(state_dict: Mapping[str, Any] | str | os.PathLike, *,
   Raises:
     ValueError: a path that is not a valid safetensors file (the message names it).
   """
-  if not isinstance(unit_height, bool):
-    raise TypeError(f"`unit_height` must be a bool, but got {unit_height!r} of type {type(unit_height).__name__}.")
+  _check_bool(unit_height, "unit_height")
   if isinstance(state_dict, str | os.PathLike):
     with open(state_dict, "rb") as file:
       state_dict = _load_safetensors(file.read(), state_dict)
@@ -572,8 +575,7 @@ def save_torch_state_dict(params: Any, path: str | os.PathLike, *, unit_height: 
   Raises:
     TypeError: a value's dtype has no safetensors type.
   """
-  if not isinstance(unit_height, bool):
-    raise TypeError(f"`unit_height` must be a bool, but got {unit_height!r} of type {type(unit_height).__name__}.")
+  _check_bool(unit_height, "unit_height")
 
   def converted(name: str, value: Any) -> Any:
     one_d_weight = np.ndim(value) == 4 and np.shape(value)[2] == 1 and name.rsplit(".", 1)[-1] == "weight"

@@ -40,6 +40,11 @@ def _sharded_init(net, x, mesh):
   return jax.jit(net.init, out_shardings=shardings)(jax.random.key(0), x), shardings
 
 
+def _put(mesh, arrays, specs):
+  """Each array placed on ``mesh`` with its `PartitionSpec`."""
+  return [jax.device_put(a, NamedSharding(mesh, spec)) for a, spec in zip(arrays, specs)]
+
+
 def _on_one_device(tree):
   """The values of a sharded tree, unboxed, as host arrays (jit then puts them on one device)."""
   return jax.tree.map(np.asarray, nn.unbox(tree))
@@ -161,8 +166,7 @@ def test_explicit_mesh_function_equals_one_device(case, algorithm):
   channels_last = arguments.get("data_format", "NCHW")[-1] == "C"
   mesh = _mesh()
   with jax.set_mesh(mesh):
-    operands = [jax.device_put(a, NamedSharding(mesh, spec)) for a, spec in
-                zip((x, weight, bias), (P() if unbatched else P("data"), P(None, "model"), P("model")))]
+    operands = _put(mesh, (x, weight, bias), (P() if unbatched else P("data"), P(None, "model"), P("model")))
     (loss, y), grads = _value_and_grads(function, algorithm, arguments)(*operands)
   spec = [None] * y.ndim
   spec[-1 if channels_last else 0 if unbatched else 1] = "model"
@@ -254,12 +258,12 @@ def test_shard_map_computes_the_local_block():
   for axis_type in AXIS_TYPES:
     mesh = _mesh(axis_type=axis_type)
     with jax.set_mesh(mesh):
-      operands = [jax.device_put(a, NamedSharding(mesh, spec)) for a, spec in zip((x, weight, bias), specs)]
+      operands = _put(mesh, (x, weight, bias), specs)
       y = jax.jit(jax.shard_map(local, in_specs=specs, out_specs=P("data", "model")))(*operands)
       assert_close(y, expected)
   mesh = _mesh()
   with jax.set_mesh(mesh):
-    operands = [jax.device_put(a, NamedSharding(mesh, spec)) for a, spec in zip((x, weight, bias), specs)]
+    operands = _put(mesh, (x, weight, bias), specs)
     partial = jax.shard_map(functools.partial(local, out_channels=4), in_specs=(P("data"), P(), P()),
                             out_specs=P("data"), axis_names={"data"})
     y = jax.jit(partial)(*operands)
