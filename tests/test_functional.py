@@ -266,7 +266,7 @@ def test_few_output_channels_multiply_first_and_match_pytorch(n, kernel, stride,
                                                                out_channels, algorithm):
   """Output layers (``C_out`` far below ``C_in``) take the phases' col2im product on CPU
   (`convtranspose._phase.padded_convolution`): the program multiplies the input itself as it lies, ``C_in`` = 16
-  values per product row (im2col would multiply ``prod(K) * 16``). The value matches PyTorch; the gradients, the JVP and a second
+  values per product column (im2col would multiply ``prod(K) * 16``). The value matches PyTorch; the gradients, the JVP and a second
   derivative match JAX's own derivatives of the lhs-dilated reference."""
   layer = dict(n=n, group=1, in_channels=16, out_channels=out_channels, kernel=(kernel,) * n, stride=(stride,) * n,
                dilation=(dilation,) * n, pad_mode="pad", padding=(padding,) * (2 * n), output_padding=output_padding,
@@ -293,8 +293,8 @@ def test_few_output_channels_multiply_first_and_match_pytorch(n, kernel, stride,
   assert_close(second_order(algorithm), second_order("dilated"))
   if algorithm != "hybrid":  # hybrid's value is the reference's convolution on CPU
     program = _stablehlo(ours, x, weight, platform="cpu")
-    # channels-first: (N, 16, prod(L)) times the kernel broadcast to (N, 16, prod(K) * M), batched over N
-    assert re.search(r"dot_general.*\(tensor<\d+x16x\d+xf32>, tensor<\d+x16x\d+xf32>\)", program), program
+    # channels-first: the kernel's transpose broadcast to (N, prod(K) * M, 16) times (N, 16, prod(L)), batched
+    assert re.search(r"dot_general.*\(tensor<\d+x\d+x16xf32>, tensor<\d+x16x\d+xf32>\)", program), program
 
 
 # ---------------------------------------------------------------------------------------------------------
