@@ -1,8 +1,11 @@
 """``algorithm='hybrid'``: one formulation's value, the other's derivatives, each the platform's faster.
 
-* On CPU, the reference value (`convtranspose._dilated`) with the phase decomposition's derivatives: for
-  layers whose forward pass XLA's CPU backend computes faster from the dilated input, while the phase
-  derivatives stay on its fast matrix products (`_dilated_value`).
+* On CPU with a stride, the reference value (`convtranspose._dilated`) with the phase decomposition's
+  derivatives: for layers whose forward pass XLA's CPU backend computes faster from the dilated input, while
+  the phase derivatives stay on its fast matrix products (`_dilated_value`).
+* On CPU at stride 1, the other way round: the phases' value (for few output channels, the col2im product,
+  which multiplies each input value once) with the reference's derivatives, XLA's own convolutions, which at
+  stride 1 have no inserted zeros and a fast weight gradient (`_phase_value_on_cpu`).
 * Elsewhere, the phase value with the reference's derivatives in their accelerator form
   (`convtranspose._dilated.adjoint_tangent`): on TPU the phase convolution runs at matrix speed by XLA:TPU's
   cost model while the lhs-dilated one does not, and the strided forward convolution (input gradient) and
@@ -28,10 +31,24 @@ Array = jax.Array
 
 def hybrid(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
            precision: lax.PrecisionLike, platform: str) -> Array:
-  """`_dilated_value` on CPU, `_phase_value` elsewhere."""
-  if platform == "cpu":
-    return _dilated_value(x, weight, geometry, out_spatial, precision, platform)
-  return _phase_value(x, weight, geometry, out_spatial, precision)
+  """On CPU `_dilated_value`, or `_phase_value_on_cpu` at stride 1; `_phase_value` elsewhere."""
+  if platform != "cpu":
+    return _phase_value(x, weight, geometry, out_spatial, precision)
+  if all(s == 1 for s in geometry.stride):
+    return _phase_value_on_cpu(x, weight, geometry, out_spatial, precision, platform)
+  return _dilated_value(x, weight, geometry, out_spatial, precision, platform)
+
+
+def bilinear_tangent(f, x: Array, weight: Array, x_dot: Array | SymbolicZero, weight_dot: Array | SymbolicZero,
+                     y: Array) -> Array:
+  """``df = f(dx, W) + f(x, dW)`` of a bilinear ``f`` with ``y = f(x, W)``; a tangent JAX knows to be zero
+  (an argument not differentiated) costs nothing."""
+  terms = []
+  if not isinstance(x_dot, SymbolicZero):
+    terms.append(f(x_dot, weight))
+  if not isinstance(weight_dot, SymbolicZero):
+    terms.append(f(x, weight_dot))
+  return functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
@@ -43,22 +60,34 @@ def _dilated_value(x: Array, weight: Array, geometry: _arguments.Geometry, out_s
 
 @functools.partial(_dilated_value.defjvp, symbolic_zeros=True)
 def _phase_jvp(geometry, out_spatial, precision, platform, primals, tangents):
-  """``f(x, W)`` is bilinear: ``df = f(dx, W) + f(x, dW)``, every term by the phase decomposition.
+  """Every term of the `bilinear_tangent` by the phase decomposition.
 
   The value is recomputed by the phases too, so that reverse mode shares their patches between the value
   and the weight gradient, as `phase` alone would; the dilated value is only for undifferentiated calls.
-  A tangent JAX knows to be zero (an argument not differentiated) costs nothing.
   """
   (x, weight), (x_dot, weight_dot) = primals, tangents
   compute = functools.partial(phase, geometry=geometry, out_spatial=out_spatial, precision=precision,
                               platform=platform)
   y = compute(x, weight)
-  terms = []
-  if not isinstance(x_dot, SymbolicZero):
-    terms.append(compute(x_dot, weight))
-  if not isinstance(weight_dot, SymbolicZero):
-    terms.append(compute(x, weight_dot))
-  return y, functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
+  return y, bilinear_tangent(compute, x, weight, x_dot, weight_dot, y)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
+def _phase_value_on_cpu(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
+                        precision: lax.PrecisionLike, platform: str) -> Array:
+  """`phase` as a value; differentiated, `lhs_dilated` (`_reference_jvp`)."""
+  return phase(x, weight, geometry, out_spatial, precision, platform)
+
+
+@functools.partial(_phase_value_on_cpu.defjvp, symbolic_zeros=True)
+def _reference_jvp(geometry, out_spatial, precision, platform, primals, tangents):
+  """Every term of the `bilinear_tangent` by the reference, so that reverse mode transposes XLA's
+  convolutions: the input gradient a forward convolution of the cotangent, the weight gradient XLA's."""
+  (x, weight), (x_dot, weight_dot) = primals, tangents
+  y = _phase_value_on_cpu(x, weight, geometry, out_spatial, precision, platform)
+  compute = functools.partial(lhs_dilated, geometry=geometry, out_spatial=out_spatial, precision=precision,
+                              platform=platform)
+  return y, bilinear_tangent(compute, x, weight, x_dot, weight_dot, y)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))

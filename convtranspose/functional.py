@@ -443,8 +443,13 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
     1.4 / 2.8 (phase im2col 11.1 / 18.1), 8x128->3 64x64 k4 s2 4.7 / 10.8 (46.5 / 80.9), 4x64->3 64x64 k5
     s2 2.3 / 8.2 (hybrid 3.4 / 41.3), 8x64->1 64x64 k3 s1 1.7 / 5.1 (dilated 4.0 / 18.3); not 4x32->3 128x128
     k7 s1 (147 columns for 32 channels: phase 17.9 / 99 vs dilated 5.6 / 78) nor 8x16->3 64x64 k5 s1 (75 for
-    16: 2.3 / 12.9 vs 3.4 / 8.7). Since a channels-first input's product is the kernel's transpose times the
-    input (a channels-first result, no transposed input or output), the NCHW forward passes are faster still:
+    16: 2.3 / 12.9 vs 3.4 / 8.7). Where that product stays within glibc's 32 MiB mmap threshold
+    (``N * prod(L) * prod(K) * C_out`` values of at least 4 bytes) such a stride-1 layer takes ``'hybrid'``,
+    on CPU at stride 1 the phases' value with the reference's derivatives (`_hybrid._phase_value_on_cpu`):
+    8x16->3 64x64 k5 s1 (9.8 MB) 1.4 / 13.4 ms, against phase 1.3 / 25.3 and dilated 5.4 / 13.3; 4x32->3
+    128x128 k7 s1 (38.5 MB) keeps ``'dilated'`` (9.0 / 137, hybrid 27 / 172). Since a channels-first input's
+    product is the kernel's transpose times the input (a channels-first result, no transposed input or
+    output), the NCHW forward passes are faster still:
     16x64->1 0.73 ms (was 4.3 on the same run), 8x128->3 3.9 (9.1), 8x64->1 k3 s1 0.36 (4.1).
   * **Holes, wide inputs**: ``'hybrid'`` (below) needs a patch row of at least 256 values
     (``prod(K) * C_in``); with fewer the phases' im2col product is cheap (8x16->8 64x64 k3 s2, 64 values:
@@ -496,9 +501,12 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   stride_one = all(s == 1 for s in geometry.stride)
   taps = math.prod(map(_shapes.phase_kernel_size, geometry.kernel_size, geometry.stride, geometry.dilation))
   columns = geometry.phase_count() * out_channels  # the phase kernel's columns per tap
-  if (_phase.multiplies_first(columns, in_channels, geometry.group, on_cpu=platform == "cpu")
-      and (not stride_one or taps * columns < in_channels)):  # few output channels: the col2im product
-    return "phase"
+  if _phase.multiplies_first(columns, in_channels, geometry.group, on_cpu=platform == "cpu"):
+    if not stride_one or taps * columns < in_channels:  # few output channels: the col2im product
+      return "phase"
+    product_bytes = (rows or 0) * taps * columns * max(jnp.dtype(dtype).itemsize, 4)
+    if 0 < product_bytes <= _MMAP_THRESHOLD:  # its value, and the reference's derivatives
+      return "hybrid"
   if stride_one:
     return "dilated"
   holes = geometry.phase_holes()
@@ -517,5 +525,9 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
     return "hybrid"
   return "phase"
 
+
+# glibc's largest M_MMAP_THRESHOLD: XLA's CPU runtime allocates a program's temporaries as one buffer, and
+# glibc maps (and the kernel zeroes) any larger allocation afresh on every call (`_phase.padded_convolution`).
+_MMAP_THRESHOLD = 32 * 2**20
 
 _COMPUTE = {"dilated": _dilated.lhs_dilated, "phase": _phase.phase, "hybrid": _hybrid.hybrid}

@@ -684,6 +684,20 @@ def test_auto_on_cpu(n, kernel, stride, dilation, group, channels, expected):
   assert functional._choose_algorithm("phase", geometry, *channels, jnp.float32, platform="gpu") == "phase"
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_auto_on_cpu_at_stride_one_takes_the_phase_value_where_its_product_fits(dtype):
+  """Few output channels at stride 1, too many taps for `'phase'`'s rule: `'hybrid'` (the phases' col2im value,
+  the reference's derivatives) while the product ``N * prod(L) * prod(K) * C_out`` values of at least 4
+  bytes stay within glibc's 32 MiB mmap threshold, else `'dilated'`."""
+  geometry = _arguments.geometry(2, 5, 1, "pad", 2, 1, 1)
+  rows = 8 * 64 * 64  # 8x16->3 64x64 k5: 9.8 MB
+  assert functional._choose_algorithm("auto", geometry, 16, 3, dtype, "cpu", rows) == "hybrid"
+  assert functional._choose_algorithm("auto", geometry, 16, 3, dtype, "cpu", 12 * rows) == "dilated"
+  assert functional._choose_algorithm("auto", geometry, 16, 3, dtype, "gpu", rows) == "dilated"
+  seven = _arguments.geometry(2, 7, 1, "pad", 3, 1, 1)  # 4x32->3 128x128 k7: 38.5 MB
+  assert functional._choose_algorithm("auto", seven, 32, 3, dtype, "cpu", 4 * 128 * 128) == "dilated"
+
+
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_auto_on_cpu_in_low_precision_takes_the_phases(dtype):
   """Their product runs on the matrix units in bf16 (`convtranspose._phase.valid_convolution`): no 'hybrid'."""
