@@ -14,7 +14,8 @@ One N-dimensional `conv_transpose` does the work; `conv1d_transpose`, `conv2d_tr
   few output channels, of the input itself followed by a shifted sum (col2im), so that it and both gradients
   run on XLA's fast matrix-multiply path (see `convtranspose._phase.padded_convolution`);
 * ``'hybrid'`` (`convtranspose._hybrid`): one formulation's value and the other's derivatives, each the
-  platform's faster (on CPU the dilated value with the phase derivatives, elsewhere the reverse).
+  platform's faster (on CPU the dilated value with the phase derivatives, or at stride 1 the reverse, as
+  elsewhere).
 
 ``'auto'`` picks one per layer and per platform XLA compiles for (CPU, GPU or TPU; `lax.platform_dependent`
 decides at lowering, so `jax.export` for a GPU gets the GPU's choice); see `_choose_algorithm`.
