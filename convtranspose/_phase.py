@@ -27,7 +27,8 @@ Array = jax.Array
 
 def phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
            precision: lax.PrecisionLike, platform: str) -> Array:
-  """The sub-pixel decomposition (`convtranspose._shapes.phase_plan`), computed channels-last.
+  """The sub-pixel decomposition (`convtranspose._shapes.phase_plan`), computed channels-last, except a
+  channels-first input's col2im product on CPU, which stays channels-first (`result_is_channels_first`).
 
   The phase kernel ``(*K, C_in // G, G * prod(P) * C_out // G)`` is rearranged from ``weight``
   (`phase_kernel`), for the ``P`` phases per dimension that hold a tap: a dilation sharing a factor with the
