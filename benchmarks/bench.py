@@ -248,8 +248,20 @@ def save(rows: list, path: Path) -> None:
   path.write_text(json.dumps(dict(machine=machine_description(), rows=rows, summary=summarize(rows)), indent=1))
 
 
+def cpu_model() -> str:
+  """The CPU's model name and its matrix extensions (``/proc/cpuinfo`` on Linux): whether bf16 products run on
+  AMX tiles or AVX-512 changes every bf16 timing (``platform.processor()`` is empty on Linux)."""
+  try:
+    info = Path("/proc/cpuinfo").read_text()
+  except OSError:
+    return platform.processor()
+  name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+  flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+  return f"{name} ({', '.join(sorted(flags & {'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile'})) or 'no AVX-512'})"
+
+
 def machine_description() -> dict:
-  machine = dict(platform=platform.platform(), processor=platform.processor(), cpu_count=os.cpu_count(),
+  machine = dict(platform=platform.platform(), processor=platform.processor(), cpu=cpu_model(), cpu_count=os.cpu_count(),
                  jax=jax.__version__, flax=flax.__version__, torch=torch.__version__, backend=jax.default_backend(),
                  device=str(jax.devices()[0].device_kind), torch_device=str(TORCH_DEVICE),
                  torch_threads=torch.get_num_threads())
