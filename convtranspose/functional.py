@@ -445,7 +445,7 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
     s2 2.3 / 8.2 (hybrid 3.4 / 41.3), 8x64->1 64x64 k3 s1 1.7 / 5.1 (dilated 4.0 / 18.3); not 4x32->3 128x128
     k7 s1 (147 columns for 32 channels: phase 17.9 / 99 vs dilated 5.6 / 78) nor 8x16->3 64x64 k5 s1 (75 for
     16: 2.3 / 12.9 vs 3.4 / 8.7). Where that product stays within glibc's 32 MiB mmap threshold
-    (``N * prod(L) * prod(K) * C_out`` values of at least 4 bytes) such a stride-1 layer takes ``'hybrid'``,
+    (``N * prod(L) * prod(K) * C_out`` values of its accumulation type) such a stride-1 layer takes ``'hybrid'``,
     on CPU at stride 1 the phases' value with the reference's derivatives (`_hybrid._phase_value_on_cpu`):
     8x16->3 64x64 k5 s1 (9.8 MB) 1.4 / 13.4 ms, against phase 1.3 / 25.3 and dilated 5.4 / 13.3; 4x32->3
     128x128 k7 s1 (38.5 MB) keeps ``'dilated'`` (9.0 / 137, hybrid 27 / 172). Since a channels-first input's
@@ -505,7 +505,7 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   if _phase.multiplies_first(columns, in_channels, geometry.group, on_cpu=platform == "cpu"):
     if not stride_one or taps * columns < in_channels:  # few output channels: the col2im product
       return "phase"
-    product_bytes = (rows or 0) * taps * columns * max(jnp.dtype(dtype).itemsize, 4)
+    product_bytes = (rows or 0) * taps * columns * jnp.dtype(_phase.accumulation_type(dtype) or dtype).itemsize
     if 0 < product_bytes <= _MMAP_THRESHOLD:  # its value, and the reference's derivatives
       return "hybrid"
   if stride_one:

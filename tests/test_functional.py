@@ -689,8 +689,8 @@ def test_auto_on_cpu(n, kernel, stride, dilation, group, channels, expected):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_auto_on_cpu_at_stride_one_takes_the_phase_value_where_its_product_fits(dtype):
   """Few output channels at stride 1, too many taps for `'phase'`'s rule: `'hybrid'` (the phases' col2im value,
-  the reference's derivatives) while the product ``N * prod(L) * prod(K) * C_out`` values of at least 4
-  bytes stay within glibc's 32 MiB mmap threshold, else `'dilated'`."""
+  the reference's derivatives) while the product, ``N * prod(L) * prod(K) * C_out`` values of its accumulation
+  type (float32 for bf16), stays within glibc's 32 MiB mmap threshold, else `'dilated'`."""
   geometry = _arguments.geometry(2, 5, 1, "pad", 2, 1, 1)
   rows = 8 * 64 * 64  # 8x16->3 64x64 k5: 9.8 MB
   assert functional._choose_algorithm("auto", geometry, 16, 3, dtype, "cpu", rows) == "hybrid"
