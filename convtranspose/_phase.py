@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.experimental.layout import Layout, with_layout_constraint
 
 from convtranspose import _arguments, _shapes
 from convtranspose._layout import data_axes
@@ -47,10 +48,14 @@ def phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: t
   used = [sorted({phase for phase, _ in plan.taps}) for plan in plans]
   kernel = phase_kernel(weight, geometry, plans, used)
   group, out_per_group = geometry.group, weight.shape[1]
+  padding = [plan.padding for plan in plans]
 
+  if platform == "tpu":
+    y = _tpu_product(x, kernel, padding, group, precision, geometry.channels_last)
+    return _interleave_batch_minor(y, plans, used, geometry.stride, out_spatial, group, out_per_group,
+                                   geometry.channels_last)
   on_cpu = platform == "cpu"
-  y = padded_convolution(x, kernel, [plan.padding for plan in plans], group, precision, on_cpu=on_cpu,
-                         channels_last=geometry.channels_last)
+  y = padded_convolution(x, kernel, padding, group, precision, on_cpu=on_cpu, channels_last=geometry.channels_last)
   first = result_is_channels_first(kernel, group, on_cpu, geometry.channels_last)
   y = interleave(y, plans, used, geometry.stride, out_spatial, group, out_per_group, channels_first=first)
   return jnp.moveaxis(y, -1, 1) if not (geometry.channels_last or first) else y
@@ -63,15 +68,9 @@ def interleave(y: Array, plans: list[_shapes.PhasePlan], used: list[list[int]], 
   ``[crop, crop + out)`` of the interleaved ``Q * s``; a phase without a tap (not in ``used``) is zeros."""
   n = len(plans)
   batch, lengths = y.shape[0], [plan.length for plan in plans]
-  phase_axis = 1 + (0 if channels_first else n) + 1  # the first phase axis, after N (and *Q) and G
   shape = (group, *map(len, used), out_per_group)
   y = y.reshape(batch, *shape, *lengths) if channels_first else y.reshape(batch, *lengths, *shape)
-  for axis, (phases, s) in enumerate(zip(used, stride)):
-    if len(phases) < s:
-      axis += phase_axis
-      blocks = [lax.slice_in_dim(y, phases.index(r), phases.index(r) + 1, axis=axis) if r in phases
-                else jnp.zeros((*y.shape[:axis], 1, *y.shape[axis + 1:]), y.dtype) for r in range(s)]
-      y = jnp.concatenate(blocks, axis=axis)
+  y = _with_empty_phases(y, used, stride, first_phase_axis=2 if channels_first else n + 2)
   spatial = [q * s for q, s in zip(lengths, stride)]
   start, stop = [plan.crop for plan in plans], [plan.crop + out for plan, out in zip(plans, out_spatial)]
   if channels_first:  # (N, G, *s, C // G, *Q) -> (N, G, C // G, Q_1, s_1, ..., Q_n, s_n)
@@ -82,6 +81,65 @@ def interleave(y: Array, plans: list[_shapes.PhasePlan], used: list[list[int]], 
   y = y.transpose(0, *(a for axis in range(n) for a in (1 + axis, 2 + n + axis)), 1 + n, 2 + 2 * n)
   y = y.reshape(batch, *spatial, group * out_per_group)
   return lax.slice(y, (0, *start, 0), (batch, *stop, y.shape[-1]))
+
+
+def _with_empty_phases(y: Array, used: list[list[int]], stride: tuple[int, ...], first_phase_axis: int) -> Array:
+  """``y`` with its phase axes (from ``first_phase_axis`` on, one per dimension, ``len(used)`` long) grown to
+  ``stride``: a phase without a tap (not in ``used``) is zeros."""
+  for axis, (phases, s) in enumerate(zip(used, stride), start=first_phase_axis):
+    if len(phases) < s:
+      blocks = [lax.slice_in_dim(y, phases.index(r), phases.index(r) + 1, axis=axis) if r in phases
+                else jnp.zeros((*y.shape[:axis], 1, *y.shape[axis + 1:]), y.dtype) for r in range(s)]
+      y = jnp.concatenate(blocks, axis=axis)
+  return y
+
+
+def _tpu_product(x: Array, kernel: Array, padding: list[tuple[int, int]], group: int,
+                 precision: lax.PrecisionLike, channels_last: bool) -> Array:
+  """The phases' product on TPU, channels-last ``(N, *Q, M)``: a matrix product where every phase has one
+  tap (``K = 1``: ``k == s``, the U-Net upsampling layers), else the stride-1 convolution.
+
+  XLA:TPU lays a matrix product's result out as its consumer needs, so that the depth-to-space after it is
+  one cheap copy; after a 1x1 convolution it chose a copy its cost model prices at 4x that layer's whole
+  convolution (v6e, 8x128->64 32x32 k2 s2: 124k cycles against 2.6k after the product).
+  """
+  n = kernel.ndim - 2
+  if group != 1 or any(k != 1 for k in kernel.shape[:n]):
+    return padded_convolution(x, kernel, padding, group, precision, on_cpu=False, channels_last=channels_last)
+  if not channels_last:
+    x = jnp.moveaxis(x, 1, -1)
+  x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)])
+  return jnp.dot(x, kernel.reshape(kernel.shape[n:]), precision=precision)
+
+
+def _interleave_batch_minor(y: Array, plans: list[_shapes.PhasePlan], used: list[list[int]],
+                            stride: tuple[int, ...], out_spatial: tuple[int, ...], group: int, out_per_group: int,
+                            channels_last: bool) -> Array:
+  """`interleave` on TPU: the phases' ``(N, *Q, G, *P, C // G)`` as the output, through a batch-minor copy.
+
+  XLA:TPU tiles an array's two minor axes by (8, 128). Interleaving the phases into the output's minor
+  spatial axis moves rows within those tiles, and for some layers XLA picks a layout whose tiles are
+  ``(s, 128)``, priced by its cost model at 20-50x a plain copy (v6e, 4x128->128 32x32 k3 s2: 224k cycles,
+  Flax's whole layer 83k). So the interleaved ``(Q_1, s_1, ..., Q_n, s_n, N, C)`` is pinned row-major
+  (`jax.experimental.layout.with_layout_constraint`), where the phases move whole tiles of ``(N, C)``, and
+  then moved to the caller's layout, as Flax's own result is. The crop is taken as part of that move: a
+  slice of leading axes on its own is a kernel of its own, priced at 2-6x a copy (16x256->128 32x32 k4 s2:
+  140k cycles, 22k fused with the transpose).
+  """
+  n = len(plans)
+  batch, lengths = y.shape[0], [plan.length for plan in plans]
+  y = y.reshape(batch, *lengths, group, *map(len, used), out_per_group)
+  y = _with_empty_phases(y, used, stride, first_phase_axis=n + 2)
+  # (N, *Q, G, *s, C // G) -> (Q_1, s_1, ..., Q_n, s_n, N, C), row-major
+  y = y.transpose(*(a for axis in range(n) for a in (1 + axis, 2 + n + axis)), 0, 1 + n, 2 + 2 * n)
+  y = y.reshape(*y.shape[:2 * n + 1], group * out_per_group)
+  y = with_layout_constraint(y, Layout(major_to_minor=tuple(range(y.ndim))))
+  y = y.reshape(*(q * s for q, s in zip(lengths, stride)), batch, group * out_per_group)
+  y = jnp.moveaxis(y, -1, 0)  # (C, *spatial, N): the crop then fuses with the move
+  start = [plan.crop for plan in plans]
+  y = lax.slice(y, (0, *start, 0), (y.shape[0], *(lo + out for lo, out in zip(start, out_spatial)), batch))
+  y = jnp.moveaxis(y, -1, 0)  # (N, C, *out_spatial)
+  return jnp.moveaxis(y, 1, -1) if channels_last else y
 
 
 def phase_kernel(weight: Array, geometry: _arguments.Geometry, plans: list[_shapes.PhasePlan],

@@ -364,7 +364,8 @@ def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _argu
 
   def compute(x: Array, weight: Array, *, platform: str) -> Array:
     rows = x.shape[0] * int(np.prod(in_spatial))
-    method = _COMPUTE[_choose_algorithm(algorithm, geometry, weight.shape[0], out_channels, dtype, platform, rows)]
+    method = _COMPUTE[_choose_algorithm(algorithm, geometry, weight.shape[0], out_channels, dtype, platform, rows,
+                                        batch=x.shape[0])]
     if geometry.padding_mode == "zeros":
       return method(x, weight, geometry, out_spatial, precision, platform)
     # The zero-padded adjoint of the unpadded convolution, then the padding's adjoint.
@@ -427,7 +428,7 @@ def _fold_padding(y: Array, geometry: _arguments.Geometry, out_spatial: tuple[in
 
 
 def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels: int, out_channels: int,
-                      dtype: Any, platform: str, rows: int | None = None) -> str:
+                      dtype: Any, platform: str, rows: int | None = None, batch: int | None = None) -> str:
   """``algorithm``, with ``'auto'`` resolved for the platform (``'cpu'``, ``'gpu'``, ``'tpu'``) and the layer.
 
   On CPU the rule compares the values each formulation moves, then the measurements below decide the rest.
@@ -484,18 +485,22 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   backward-data kernel: the reference convolves the zero-stuffed input there (16x256->256 g8: 4.00x the
   work, the phases 1.06x), and for a dilation, which that kernel does not take either (8x64->64 16x16 k3
   s2 d2: the reference 11x the work over the zero-stuffed input, the phases 1.00x with forward,
-  backward-input and backward-filter calls). On TPU, by XLA:TPU's estimated cycles (v6e and v5e, fp32):
-  ``'hybrid'`` (the phase value, the adjoint's derivatives) for 2-D layers whose taps tile the stride with
-  two or more taps per phase and at least 4096 input rows ``N * prod(L)``, where the phase convolution's
-  speed pays for moving the kernel (v6e, forward / training step, ours vs Flax: 8x64->32 32x32 k4 s2 57k /
-  49k vs 98k / 166k cycles; 16x256->128 32x32 154k / 184k vs 329k / 522k; 16x64->64 16x16 36k / 40k vs 50k
-  / 86k); ``'dilated'`` elsewhere, differentiated through the adjoint where the taps tile (32x256->128 8x8,
-  2048 rows: 28k / 44k vs 28k / 50k; k2 s2, one tap per phase, 8x128->64 32x32: the phases' training step
-  113k, the reference's 56k) and by JAX's own rules where they leave holes (StyleGAN-like k3 s2: 83k /
-  119k, the phases 314k / 376k). In 1-D and 3-D the phases' value loses the training step (8x64->32 L1024
-  k8 s4: 99k vs 58k). One TPU program serves every generation (`lax.platform_dependent` knows the
-  platform, not the chip): v5e's model prefers the reference's forward pass on more of these layers
-  (8x64->32 32x32: 105k vs 70k); the training-step choice is the same on both.
+  backward-input and backward-filter calls). On TPU, by XLA:TPU's estimated cycles (v6e and v5e, fp32, the
+  13 strided layers of ``benchmarks/accelerator_programs.py``): ``'hybrid'``, the phases' value (a matrix
+  product where every phase has one tap, `_phase._tpu_product`; a batch-minor depth-to-space,
+  `_phase._interleave_batch_minor`) with the adjoint's derivatives, where its two copies pay for themselves:
+  one group, one or two dimensions, a tap in every phase (not ``k = 3, d = s = 2``), at least 8 examples in
+  two dimensions (XLA tiles the depth-to-space by ``(N, 128)``; 4 examples fill half of each tile), and an
+  output of at least 3x the kernel's values (on 32x256->128 8x8, whose output has 2x, moving the kernel
+  costs as much as the phase product). ``'dilated'`` elsewhere: one convolution with the dilation inside, as
+  Flax's. Ours over Flax, forward / training step, v6e then v5e: 16x256->128 32x32 k4 s2 0.45 / 0.35, 1.07 /
+  0.66; 8x128->64 32x32 k2 s2 0.68 / 0.41, 1.07 / 0.55; 8x64->32 L1024 k8 s4 0.39 / 0.30, 0.83 / 0.30;
+  8x128->64 16x16 k3 s2 (holes) 0.81 / 0.68, 1.86 / 0.67. The phases' value loses 4x128->128 32x32 k3 s2
+  (1.81 / 2.48, 1.74 / 2.05), 4x21->21 16x16 (1.04 / 0.90, 1.28 / 0.90), 2x32->16 8^3 (1.97 / 0.78, 2.16 /
+  0.70), 32x256->128 8x8 (1.56 / 1.14, 2.68 / 1.13) and k3 s2 d2 (1.02 / 0.93, 1.73 / 0.93). One TPU
+  program serves every generation (`lax.platform_dependent` knows the platform, not the chip), so the rule
+  takes the algorithm with the smaller product of the four ratios; v5e's forward pass alone prefers the
+  reference on 16x64->64 16x16 k4 s2 (1.81 vs 1.00) and the k3 s2 layer with 8 examples (1.86).
   """
   if algorithm != "auto":
     return algorithm
@@ -513,12 +518,15 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   holes = geometry.phase_holes()
   if platform == "gpu":  # the reference where XLA hands it to cuDNN's backward-data kernel
     return "dilated" if geometry.group == 1 and all(d == 1 for d in geometry.dilation) else "phase"
-  if platform == "tpu":  # the phases' value pays for moving the kernel: worth it on large 2-D layers
-    one_tap = all(_shapes.phase_kernel_size(k, s, d) == 1
-                  for k, s, d in zip(geometry.kernel_size, geometry.stride, geometry.dilation))
-    large = rows is None or rows >= 4096
-    two_d = len(geometry.stride) == 2
-    return "hybrid" if geometry.group == 1 and two_d and not holes and not one_tap and large else "dilated"
+  if platform == "tpu":  # the phases' value where its two copies pay: moving the kernel, depth-to-space
+    every_phase = geometry.phase_count() == math.prod(geometry.stride)
+    output_values = (rows or 0) * math.prod(geometry.stride) * out_channels
+    weight_values = in_channels * out_channels // geometry.group * math.prod(geometry.kernel_size)
+    full_tiles = len(geometry.stride) == 1 or batch is None or batch >= 8
+    if (geometry.group == 1 and len(geometry.stride) <= 2 and every_phase and full_tiles
+        and (rows is None or output_values >= 3 * weight_values)):
+      return "hybrid"
+    return "dilated"
   narrow = _phase.accumulation_type(dtype) is not None
   patch_row = taps * in_channels  # values per row of the phases' patch matrix (im2col)
   if (holes and len(geometry.stride) == 2 and geometry.group == 1 and in_channels >= out_channels and not narrow
