@@ -5,6 +5,7 @@ Usage::
     python benchmarks/accelerator_programs.py                       # H100, v5e and v6e: every layer
     python benchmarks/accelerator_programs.py --chips h100 --dtypes fp32 bf16
     python benchmarks/accelerator_programs.py --chips v6e --layers "DCGAN 16x256->128 32x32 k4 s2"
+    python benchmarks/accelerator_programs.py --chips v6e v5e --copy-free  # the phases without their copies
 
 It needs the compile-only plugins: ``pip install -e '.[accelerators]'`` (jax's CUDA 12 plugin and PJRT
 wheels, and libtpu). With ``JAX_PLATFORMS=cpu`` (set here before JAX is imported) jaxlib registers a
@@ -235,6 +236,44 @@ def tpu_program(compiled, layer: Layer, passes: int) -> dict:
           "bytes": cost["bytes accessed"], "temp_bytes": compiled.memory_analysis().temp_size_in_bytes}
 
 
+def _kernel_cycles(compiled) -> list[tuple[str, int]]:
+  """``(opcode, estimated cycles)`` of each kernel of a compiled TPU program, in order."""
+  return [(op, int(m.group(1))) for _, _, op, rest in _entry(compiled.as_text())
+          for m in [re.search(r'"estimated_cycles":"?(\d+)', rest)] if m]
+
+
+def copy_free_phase(layer: Layer, chip: str) -> dict:
+  """What a phase formulation of ``layer`` that moved neither its kernel nor its phases would cost on ``chip``,
+  by XLA:TPU's estimate (fp32, forward).
+
+  ``product``: the phases' product alone (its convolution, or a matrix product with one tap per phase), its
+  input already padded, its kernel already laid out, no depth-to-space; ``final_copy``: the relayout to the
+  caller's layout that ends Flax's own program, as it ends ours, since XLA:TPU writes a convolution's result
+  batch-minor. Their sum over Flax's cycles estimates the best ratio of the phases' approach: not a strict
+  bound, since the product's own cost depends on the layout XLA gives its result (8x128->64 32x32 k2 s2: 15k
+  cycles here, 6k inside our program).
+  """
+  n = len(layer.spatial)
+  flax_layer, channels_last = implementations(layer)["flax"]
+  flax_kernels = _kernel_cycles(compile_program(flax_layer, layer, jnp.float32, channels_last, chip))
+  taps = -(-(layer.d * (layer.k - 1) + 1) // layer.s)
+  spec = "N" + "DHW"[-n:] + "C"
+
+  def product(x, kernel):
+    if taps == 1:
+      return jnp.dot(x, kernel.reshape(kernel.shape[-2:]))
+    return lax.conv_general_dilated(x, kernel, (1,) * n, "VALID", dimension_numbers=(spec, "DHW"[-n:] + "IO", spec))
+
+  sharding = jax.sharding.SingleDeviceSharding(device(chip))
+  x = jax.ShapeDtypeStruct((layer.batch, *(length + 2 * (taps - 1) for length in layer.spatial), layer.c_in),
+                           jnp.float32, sharding=sharding)
+  kernel = jax.ShapeDtypeStruct((taps,) * n + (layer.c_in, layer.s ** n * layer.c_out), jnp.float32,
+                                sharding=sharding)
+  product_kernels = _kernel_cycles(jax.jit(product).lower(x, kernel).compile())
+  return {"flax": sum(c for _, c in flax_kernels), "final_copy": flax_kernels[-1][1] if flax_kernels[-1][0] == "copy" else 0,
+          "product": sum(c for op, c in product_kernels if op != "copy")}
+
+
 def analyze(layer: Layer, dtype_name: str, chip: str, names=None) -> list[dict]:
   """One row per implementation and pass of ``layer`` compiled for ``chip``."""
   rows = []
@@ -310,7 +349,23 @@ def tpu_summary(results: dict) -> str:
              for key in [(name, pass_name) for pass_name in ("forward", "train")
                          for name in names]]
     lines.append("| geometric mean | " + " | ".join(means) + " |")
+  for chip, layers in results.get("copy_free", {}).items():
+    lines += [f"\n## {chip}: a copy-free phase formulation (`copy_free_phase`), forward, estimated cycles\n",
+              "| layer | Flax | its final relayout | the phases' product alone | product + relayout over Flax |",
+              "|---|---|---|---|---|"]
+    ratios = []
+    for layer_name, estimate in layers.items():
+      ratios.append((estimate["product"] + estimate["final_copy"]) / estimate["flax"])
+      lines.append(f"| {layer_name} | {estimate['flax'] / 1e3:,.0f}k | {estimate['final_copy'] / 1e3:,.0f}k | "
+                   f"{estimate['product'] / 1e3:,.0f}k | {ratios[-1]:.2f}x |")
+    lines.append(f"| geometric mean | | | | **{math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f}x** |")
   return "\n".join(lines) + "\n"
+
+
+def write(results: dict, out: Path) -> None:
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(results, indent=1))
+  out.with_suffix(".md").write_text(tpu_summary(results) + table(results))
 
 
 def main():
@@ -322,12 +377,22 @@ def main():
   parser.add_argument("--layers", nargs="+", default=list(SUITE), choices=list(SUITE))
   parser.add_argument("--tpu-implementations", nargs="+",
                       default=["ours auto", "ours auto NHWC", "ours dilated", "ours phase", "flax"])
+  parser.add_argument("--copy-free", action="store_true",
+                      help="only `copy_free_phase` of the strided layers on the TPU chips")
   parser.add_argument("--out", default=str(HERE / "results" / "accelerator-programs.json"))
   args = parser.parse_args()
   results = {"jax": jax.__version__, "layers": {}, "useful_macs": {}}
   out = Path(args.out)
   if out.exists():  # keep what an earlier run measured for other chips or layers
     results = json.loads(out.read_text())
+  if args.copy_free:
+    for chip in (chip for chip in args.chips if chip != "h100"):
+      for layer_name in args.layers:
+        if SUITE[layer_name].s > 1 and SUITE[layer_name].group == 1:
+          estimate = copy_free_phase(SUITE[layer_name], chip)
+          results.setdefault("copy_free", {}).setdefault(chip, {})[layer_name] = estimate
+          print(chip, layer_name, estimate, flush=True)
+    args.layers = []
   for layer_name in args.layers:
     layer = SUITE[layer_name]
     results["useful_macs"][layer_name] = layer.useful_macs
@@ -341,9 +406,8 @@ def main():
                 flush=True)
         rows += new
     results["layers"][layer_name] = rows
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
-    out.with_suffix(".md").write_text(tpu_summary(results) + table(results))
+    write(results, out)
+  write(results, out)
   print(tpu_summary(results))
   print(f"wrote {out} and {out.with_suffix('.md')}", file=sys.stderr)
 

@@ -8,7 +8,8 @@ more multiply-adds per dimension. Its convolution is a forward convolution of th
 for grouped layers too, and its gradients are XLA's ordinary ones (on GPU cuDNN's backward-data and
 backward-filter kernels). On CPU it is one matrix product (`padded_convolution`): of the input's patches
 (im2col), or, for layers with few output channels, of the input itself, whose per-tap products are then
-summed shifted (col2im).
+summed shifted (col2im). On TPU the phases are interleaved in a batch-minor layout (`_interleave_batch_minor`)
+and, where every phase has one tap, multiplied as a matrix product (`_tpu_product`).
 """
 
 import functools
