@@ -500,7 +500,7 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   0.70), 32x256->128 8x8 (1.56 / 1.14, 2.68 / 1.13) and k3 s2 d2 (1.02 / 0.93, 1.73 / 0.93). One TPU
   program serves every generation (`lax.platform_dependent` knows the platform, not the chip), so the rule
   takes the algorithm with the smaller product of the four ratios; v5e's forward pass alone prefers the
-  reference on 16x64->64 16x16 k4 s2 (1.81 vs 1.00) and the k3 s2 layer with 8 examples (1.86).
+  reference on 16x64->64 16x16 k4 s2 (1.81 vs 1.00) and 8x128->64 16x16 k3 s2 (1.86 vs 1.00).
   """
   if algorithm != "auto":
     return algorithm
