@@ -53,6 +53,7 @@ import jax.numpy as jnp
 from jax import lax
 
 import convtranspose as ct
+from convtranspose import _shapes
 
 HERE = Path(__file__).resolve().parent
 TARGET_CONFIG = HERE / "h100_sxm.txtpb"
@@ -225,21 +226,19 @@ def gpu_program(compiled, layer: Layer, passes: int) -> dict:
           "temp_bytes": compiled.memory_analysis().temp_size_in_bytes}
 
 
-def tpu_program(compiled, layer: Layer, passes: int) -> dict:
-  """XLA:TPU's estimate of a compiled program: cycles of its kernels, flops, bytes."""
-  instructions = _entry(compiled.as_text())
-  cycles = [int(m.group(1)) for *_, rest in instructions
-            for m in [re.search(r'"estimated_cycles":"?(\d+)', rest)] if m]
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
-  return {"cycles": sum(cycles), "kernels": len(cycles), "work": cost["flops"] / (2 * passes * layer.useful_macs),
-          "bytes": cost["bytes accessed"], "temp_bytes": compiled.memory_analysis().temp_size_in_bytes}
-
-
 def _kernel_cycles(compiled) -> list[tuple[str, int]]:
   """``(opcode, estimated cycles)`` of each kernel of a compiled TPU program, in order."""
   return [(op, int(m.group(1))) for _, _, op, rest in _entry(compiled.as_text())
           for m in [re.search(r'"estimated_cycles":"?(\d+)', rest)] if m]
+
+
+def tpu_program(compiled, layer: Layer, passes: int) -> dict:
+  """XLA:TPU's estimate of a compiled program: cycles of its kernels, flops, bytes."""
+  cycles = [c for _, c in _kernel_cycles(compiled)]
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  return {"cycles": sum(cycles), "kernels": len(cycles), "work": cost["flops"] / (2 * passes * layer.useful_macs),
+          "bytes": cost["bytes accessed"], "temp_bytes": compiled.memory_analysis().temp_size_in_bytes}
 
 
 def copy_free_phase(layer: Layer, chip: str) -> dict:
@@ -256,7 +255,7 @@ def copy_free_phase(layer: Layer, chip: str) -> dict:
   n = len(layer.spatial)
   flax_layer, channels_last = implementations(layer)["flax"]
   flax_kernels = _kernel_cycles(compile_program(flax_layer, layer, jnp.float32, channels_last, chip))
-  taps = -(-(layer.d * (layer.k - 1) + 1) // layer.s)
+  taps = _shapes.phase_kernel_size(layer.k, layer.s, layer.d)
   spec = "N" + "DHW"[-n:] + "C"
 
   def product(x, kernel):
@@ -392,8 +391,8 @@ def main():
           estimate = copy_free_phase(SUITE[layer_name], chip)
           results.setdefault("copy_free", {}).setdefault(chip, {})[layer_name] = estimate
           print(chip, layer_name, estimate, flush=True)
-    args.layers = []
-  for layer_name in args.layers:
+    write(results, out)
+  for layer_name in [] if args.copy_free else args.layers:
     layer = SUITE[layer_name]
     results["useful_macs"][layer_name] = layer.useful_macs
     rows = [r for r in results["layers"].get(layer_name, []) if r["chip"] not in args.chips]
@@ -407,7 +406,6 @@ def main():
         rows += new
     results["layers"][layer_name] = rows
     write(results, out)
-  write(results, out)
   print(tpu_summary(results))
   print(f"wrote {out} and {out.with_suffix('.md')}", file=sys.stderr)
 

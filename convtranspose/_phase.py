@@ -107,10 +107,8 @@ def _tpu_product(x: Array, kernel: Array, padding: list[tuple[int, int]], group:
   n = kernel.ndim - 2
   if group != 1 or any(k != 1 for k in kernel.shape[:n]):
     return padded_convolution(x, kernel, padding, group, precision, on_cpu=False, channels_last=channels_last)
-  if not channels_last:
-    x = jnp.moveaxis(x, 1, -1)
-  x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)])
-  return jnp.dot(x, kernel.reshape(kernel.shape[n:]), precision=precision)
+  return jnp.dot(_padded_channels_last(x, padding, channels_last), kernel.reshape(kernel.shape[n:]),
+                 precision=precision)
 
 
 def _interleave_batch_minor(y: Array, plans: list[_shapes.PhasePlan], used: list[list[int]],
@@ -228,10 +226,14 @@ def padded_convolution(x: Array, kernel: Array, padding: list[tuple[int, int]], 
       config = [(0, 0, 0), *spatial, (0, 0, 0)] if channels_last else [(0, 0, 0), (0, 0, 0), *spatial]
       terms.append(lax.pad(lax.index_in_dim(product, t, tap_axis, keepdims=False), zero, config))
     return functools.reduce(jnp.add, terms).astype(x.dtype)
+  return valid_convolution(_padded_channels_last(x, padding, channels_last), kernel, group, precision, on_cpu)
+
+
+def _padded_channels_last(x: Array, padding: list[tuple[int, int]], channels_last: bool) -> Array:
+  """``x`` as ``(N, *L, C)``, its spatial axes padded by ``padding`` (negative values crop)."""
   if not channels_last:
     x = jnp.moveaxis(x, 1, -1)
-  x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)])
-  return valid_convolution(x, kernel, group, precision, on_cpu)
+  return lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)])
 
 
 def result_is_channels_first(kernel: Array, group: int, on_cpu: bool, channels_last: bool) -> bool:
