@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_close
+from conftest import assert_close, standard_normal
 from convtranspose import functional
 from test_functional import apply, layer_forward, layers, random_operands
 
@@ -52,7 +52,7 @@ def test_value_gradients_jvp_and_second_order_equal_the_reference(platform, laye
 
   for a, b in zip(jax.grad(loss_of(ours), (0, 1))(x, weight), jax.grad(loss_of(reference), (0, 1))(x, weight)):
     assert_close(a, b)
-  tangents = jax.random.normal(jax.random.key(seed), x.shape), jnp.flip(weight)
+  tangents = standard_normal(seed, x.shape), jnp.flip(weight)
   jax.tree.map(assert_close, jax.jvp(ours, (x, weight), tangents), jax.jvp(reference, (x, weight), tangents))
 
   def second_order(fn):  # d/dW of |d loss / dx|^2

@@ -14,7 +14,7 @@ from hypothesis import assume, given, settings
 from jax import export, lax
 
 import convtranspose as ct
-from conftest import assert_close
+from conftest import assert_close, standard_normal
 from convtranspose import _arguments, functional
 
 # ---------------------------------------------------------------------------------------------------------
@@ -143,11 +143,12 @@ def layers(draw, max_rank=3):
 
 
 def random_operands(layer, seed, batch=2):
-  keys = jax.random.split(jax.random.key(seed), 3)
-  x = jax.random.normal(keys[0], (batch, layer["in_channels"], *layer["lengths"]))
-  weight = jax.random.normal(keys[1], (layer["in_channels"], layer["out_channels"] // layer["group"], *layer["kernel"]))
-  z = jax.random.normal(keys[2], (batch, layer["out_channels"], *layer["out"]))
-  return x, weight, z
+  rng = np.random.default_rng(seed)
+  x = rng.standard_normal((batch, layer["in_channels"], *layer["lengths"]), np.float32)
+  weight = rng.standard_normal((layer["in_channels"], layer["out_channels"] // layer["group"], *layer["kernel"]),
+                               np.float32)
+  z = rng.standard_normal((batch, layer["out_channels"], *layer["out"]), np.float32)
+  return jnp.asarray(x), jnp.asarray(weight), jnp.asarray(z)
 
 
 ALGORITHMS = ("dilated", "phase", "hybrid")
@@ -222,7 +223,7 @@ def test_pad_mode_matches_pytorch(layer, seed, has_bias, algorithm):
     layer["out"] = ct.conv_transpose_output_shape(layer["lengths"], layer["kernel"], layer["stride"], "pad", 0,
                                                   layer["dilation"])
   x, weight, _ = random_operands(layer, seed)
-  bias = jax.random.normal(jax.random.key(seed + 1), (layer["out_channels"],)) if has_bias else None
+  bias = standard_normal(seed + 1, (layer["out_channels"],)) if has_bias else None
   assert_close(apply(layer, x, weight, bias, algorithm=algorithm), torch_reference(layer, x, weight, bias))
 
 
@@ -320,7 +321,7 @@ CHANNELS_FIRST = {1: "NCL", 2: "NCHW", 3: "NCDHW"}
 @given(layer=layers(), seed=st.integers(0, 2**16), has_bias=st.booleans(), algorithm=st.sampled_from(ALGORITHMS))
 def test_every_layout_equals_channels_first(layer, seed, has_bias, algorithm):
   x, weight, _ = random_operands(layer, seed)
-  bias = jax.random.normal(jax.random.key(seed + 1), (layer["out_channels"],)) if has_bias else None
+  bias = standard_normal(seed + 1, (layer["out_channels"],)) if has_bias else None
   n = layer["n"]
   expected = apply(layer, x, weight, bias, algorithm=algorithm)
   np.testing.assert_array_equal(apply(layer, x, weight, bias, data_format=CHANNELS_FIRST[n], algorithm=algorithm),
@@ -645,7 +646,7 @@ def test_hybrid_is_dilated_as_a_value_and_phase_under_differentiation(layer, see
 
   value = "phase" if all(s == 1 for s in layer["stride"]) else "dilated"
   np.testing.assert_array_equal(jax.jit(layer_of("hybrid"))(x, weight), jax.jit(layer_of(value))(x, weight))
-  tangents = jax.random.normal(jax.random.key(seed), x.shape), jnp.flip(weight)
+  tangents = standard_normal(seed, x.shape), jnp.flip(weight)
   hybrid = derivatives("hybrid", tangents)
   for algorithm in ("phase", "dilated"):
     jax.tree.map(assert_close, hybrid, derivatives(algorithm, tangents))
