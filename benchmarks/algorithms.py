@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/algorithms.py [--dtype bf16]
+    python benchmarks/algorithms.py [--dtype bf16] [--layers 8 9]
 
 Each layer (MindSpore ``pad_mode='pad'``, NCHW input, fp32 unless ``--dtype bf16``) is timed with
 ``algorithm='dilated'``, ``'phase'`` and ``'hybrid'`` on JAX's default device, then the choice ``'auto'``
@@ -36,6 +36,11 @@ LAYERS = [
     (8, 64, 128, (16, 16), 3, 2, 1, 1),
     (8, 64, 256, (32, 32), 3, 2, 1, 1),
     (8, 64, 64, (32, 32), 4, 2, 1, 0),
+    # Taps that tile the stride, on inputs so small that the phases cover many more rows than the input has.
+    (32, 256, 128, (8, 8), 4, 2, 1, 0),
+    (64, 512, 256, (4, 4), 4, 2, 1, 0),
+    (32, 128, 64, (8, 8), 4, 2, 1, 0),
+    (16, 256, 128, (16, 16), 4, 2, 1, 0),
     (8, 96, 96, (16, 16), 6, 4, 1, 0),
     (8, 128, 64, (256,), 3, 2, 1, 1),
     (4, 256, 128, (128,), 3, 2, 1, 1),
@@ -60,12 +65,15 @@ LAYERS = [
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
-  dtype = DTYPES[parser.parse_args().dtype][0]
+  parser.add_argument("--layers", nargs="+", type=int, help="indices into LAYERS (default: all)")
+  args = parser.parse_args()
+  dtype = DTYPES[args.dtype][0]
   platform = jax.default_backend()
   on_cpu = platform == "cpu"
   print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}, {jnp.dtype(dtype).name}; milliseconds, "
         "forward / training step")
-  for batch, c_in, c_out, spatial, k, s, p, op in LAYERS:
+  for batch, c_in, c_out, spatial, k, s, p, op in (LAYERS if args.layers is None else map(LAYERS.__getitem__,
+                                                                                          args.layers)):
     x, weight = (jnp.asarray(a, dtype) for a in layer_operands(batch, c_in, c_out, spatial, k))
     cells, timings = [], {}
     for algorithm in ("dilated", "phase", "hybrid"):
@@ -83,7 +91,7 @@ def main() -> None:
                    + " / ".join(f"{m:.1f}" for m in memory) + " MiB")
     geometry = _arguments.geometry(len(spatial), k, s, "pad", p, 1, 1, output_padding=op)
     auto = functional._choose_algorithm("auto", geometry, c_in, c_out, dtype, platform, batch * math.prod(spatial),
-                                        batch=batch)
+                                        batch=batch, in_spatial=spatial)
     # auto's time over the fastest algorithm's, forward / training step (of those timed)
     ratios = [timings[auto][i] / min(t[i] for t in timings.values() if len(t) > i) if len(timings[auto]) > i
               else float("nan") for i in range(2)]

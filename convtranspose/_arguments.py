@@ -71,6 +71,20 @@ class Geometry:
     """Whether the phase kernels hold zeros in any dimension; see `convtranspose._shapes.phase_holes`."""
     return any(map(_shapes.phase_holes, self.kernel_size, self.stride, self.dilation))
 
+  def phase_work(self, input_shape: tuple[int, ...] | None = None) -> float:
+    """The phase product's multiply-adds over the layer's, ``prod(Q * K * P / (L * k))`` over the dimensions:
+    ``P`` phases of ``Q`` rows (`convtranspose._shapes.phase_plan`) and ``K`` kernel positions each, against
+    ``L`` input rows and ``k`` taps. Above 1 where the kernel leaves holes in the phases (``P * K > k``) and
+    where the phases cover more rows than the input has (``Q > L``: ``Q = L + 1`` for ``k = 4, s = 2,
+    pad = 1``, 27% more rows on an 8x8 input). Without ``input_shape``, the kernel's share alone."""
+    ratio = math.prod(map(lambda k, s, d: _shapes.phase_count(k, s, d) * _shapes.phase_kernel_size(k, s, d) / k,
+                          self.kernel_size, self.stride, self.dilation))
+    if input_shape is not None:
+      plans = map(_shapes.phase_plan, input_shape, self.kernel_size, self.stride, self.dilation, self.padding,
+                  self.output_shape(input_shape))
+      ratio *= math.prod(plan.length / length for plan, length in zip(plans, input_shape))
+    return ratio
+
 
 def _is_int(value: Any) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)

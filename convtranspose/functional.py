@@ -365,7 +365,7 @@ def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _argu
   def compute(x: Array, weight: Array, *, platform: str) -> Array:
     rows = x.shape[0] * int(np.prod(in_spatial))
     method = _COMPUTE[_choose_algorithm(algorithm, geometry, weight.shape[0], out_channels, dtype, platform, rows,
-                                        batch=x.shape[0])]
+                                        batch=x.shape[0], in_spatial=in_spatial)]
     if geometry.padding_mode == "zeros":
       return method(x, weight, geometry, out_spatial, precision, platform)
     # The zero-padded adjoint of the unpadded convolution, then the padding's adjoint.
@@ -428,7 +428,8 @@ def _fold_padding(y: Array, geometry: _arguments.Geometry, out_spatial: tuple[in
 
 
 def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels: int, out_channels: int,
-                      dtype: Any, platform: str, rows: int | None = None, batch: int | None = None) -> str:
+                      dtype: Any, platform: str, rows: int | None = None, batch: int | None = None,
+                      in_spatial: tuple[int, ...] | None = None) -> str:
   """``algorithm``, with ``'auto'`` resolved for the platform (``'cpu'``, ``'gpu'``, ``'tpu'``) and the layer.
 
   On CPU the rule compares the values each formulation moves, then the measurements below decide the rest.
@@ -463,12 +464,17 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   0.05x its training step, where the lhs-dilated weight gradient falls off XLA's fast path (32x256->128 8x8
   k4 s2: 590 ms vs 30 ms). In bfloat16 0.38x and 0.05x.
   Its forward pass loses in two dimensions where the kernel's taps leave holes in the phase kernel
-  (``k % s != 0`` without dilation) and the input has at least as many channels as the output; there
-  ``'hybrid'`` keeps the dilated forward pass and the phase derivatives. ``python benchmarks/algorithms.py``
-  (NCHW input, fp32, forward, hybrid vs phase): 32x512->256 4x4 k3 s2 7.5 vs 21.4 ms, 8x128->128 16x16 k3
-  s2 4.5 vs 6.8, 4x128->128 32x32 k3 s2 8.8 vs 11.4, 8x128->64 16x16 k5 s2 4.4 vs 6.9, 8x96->96 16x16 k6
-  s4 9.9 vs 12.8; training steps equal. Not with more output channels (8x64->256 32x32 k3 s2: 89 vs 70
-  ms), nor where the taps tile (8x64->64 32x32 k4 s2: 25 vs 6.8 ms), nor in one dimension (split: 1.08 vs
+  (``k % s != 0`` without dilation; a dilation sharing a factor with the stride, which empties whole phases)
+  or the phase product does at least 1.2x the layer's multiply-adds (`_arguments.Geometry.phase_work`: an
+  input so small that the phases cover many more rows than it has), and the input has at least as many
+  channels as the output; there ``'hybrid'`` keeps the dilated
+  forward pass and the phase derivatives. ``python benchmarks/algorithms.py`` (NCHW input, fp32, forward,
+  hybrid vs phase): 32x512->256 4x4 k3 s2 7.5 vs 21.4 ms, 8x128->128 16x16 k3 s2 4.5 vs 6.8, 4x128->128
+  32x32 k3 s2 8.8 vs 11.4, 8x128->64 16x16 k5 s2 4.4 vs 6.9, 8x96->96 16x16 k6 s4 9.9 vs 12.8; with taps
+  that tile the stride, 64x512->256 4x4 k4 s2 (1.56x the work) 36.0 vs 54.5, 32x256->128 8x8 (1.27x) 18.9
+  vs 20.2, 32x128->64 8x8 (1.27x) 6.3 vs 6.6; training steps equal. Not at 16x256->128 16x16 k4 s2 (1.13x:
+  55.5 vs 50.6 ms), nor with more output channels (8x64->256 32x32 k3 s2: 89 vs 70
+  ms), nor at 32x32 (8x64->64 32x32 k4 s2, 1.06x: 25 vs 6.8 ms), nor in one dimension (split: 1.08 vs
   0.99 ms, 0.83 vs 0.98 ms), nor in three, where XLA's CPU lhs-dilated convolution is a naive loop
   (2x32->16 8^3 k4 s2: 95 vs 0.92 ms). In bfloat16 and float16 the phases' matrix product runs on the
   CPU's matrix units (`_phase.valid_convolution`) and wins these layers too (bf16 forward, phase vs hybrid:
@@ -515,7 +521,6 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
       return "hybrid"
   if stride_one:
     return "dilated"
-  holes = geometry.phase_holes()
   if platform == "gpu":  # the reference where XLA hands it to cuDNN's backward-data kernel
     return "dilated" if geometry.group == 1 and all(d == 1 for d in geometry.dilation) else "phase"
   if platform == "tpu":  # the phases' value where its two copies pay: moving the kernel, depth-to-space
@@ -529,11 +534,16 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
     return "dilated"
   narrow = _phase.accumulation_type(dtype) is not None
   patch_row = taps * in_channels  # values per row of the phases' patch matrix (im2col)
-  if (holes and len(geometry.stride) == 2 and geometry.group == 1 and in_channels >= out_channels and not narrow
-      and patch_row >= 256):
+  wasted = geometry.phase_holes() or geometry.phase_work(in_spatial) >= _PHASE_WORK_FOR_THE_REFERENCE
+  if (wasted and len(geometry.stride) == 2
+      and geometry.group == 1 and in_channels >= out_channels and not narrow and patch_row >= 256):
     return "hybrid"
   return "phase"
 
+
+# Where the phase product does this many times the layer's multiply-adds, XLA's CPU convolution of the dilated
+# input computes the forward pass faster (`_choose_algorithm`).
+_PHASE_WORK_FOR_THE_REFERENCE = 1.2
 
 # glibc's largest M_MMAP_THRESHOLD: XLA's CPU runtime allocates a program's temporaries as one buffer, and
 # glibc maps (and the kernel zeroes) any larger allocation afresh on every call (`_phase.padded_convolution`).

@@ -1,6 +1,7 @@
 """The pure function: hand-checked cases, PyTorch, the adjoint and VJP identities, JAX transformations."""
 
 import functools
+import math
 import re
 
 import chex
@@ -685,6 +686,27 @@ def test_auto_on_cpu(n, kernel, stride, dilation, group, channels, expected):
   geometry = _arguments.geometry(n, kernel, stride, "pad", 0, dilation, group)
   assert functional._choose_algorithm("auto", geometry, *channels, jnp.float32, platform="cpu") == expected
   assert functional._choose_algorithm("phase", geometry, *channels, jnp.float32, platform="gpu") == "phase"
+
+
+@pytest.mark.parametrize("spatial, work, expected", [
+    ((4, 4), 25 / 16, "hybrid"),  # the phases cover 5x5 rows of a 4x4 input: XLA's dilated forward pass
+    ((8, 8), 81 / 64, "hybrid"),
+    ((16, 16), 289 / 256, "phase"),
+    ((32, 32), 33 ** 2 / 32 ** 2, "phase"),
+])
+def test_auto_on_cpu_takes_the_reference_value_where_the_phases_cover_many_more_rows(spatial, work, expected):
+  """k4 s2 p1, whose taps tile the phases: with ``Q = L + 1`` rows per phase, the phase product does
+  ``((L + 1) / L) ** 2`` times the layer's multiply-adds; at 1.2x or more `'hybrid'` keeps the dilated value."""
+  geometry = _arguments.geometry(2, 4, 2, "pad", 1, 1, 1)
+  assert geometry.phase_work() == 1.0
+  assert geometry.phase_work(spatial) == pytest.approx(work)
+  rows = 32 * math.prod(spatial)
+  assert functional._choose_algorithm("auto", geometry, 256, 128, jnp.float32, "cpu", rows, batch=32,
+                                      in_spatial=spatial) == expected
+  assert functional._choose_algorithm("auto", geometry, 256, 128, jnp.bfloat16, "cpu", rows, batch=32,
+                                      in_spatial=spatial) == "phase"  # the phases' product on the matrix units
+  assert functional._choose_algorithm("auto", geometry, 128, 256, jnp.float32, "cpu", rows, batch=32,
+                                      in_spatial=spatial) == "phase"  # more output channels than input
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
