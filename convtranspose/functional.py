@@ -467,14 +467,14 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   (``k % s != 0`` without dilation; a dilation sharing a factor with the stride, which empties whole phases)
   or the phase product does at least 1.2x the layer's multiply-adds (`_arguments.Geometry.phase_work`: an
   input so small that the phases cover many more rows than it has), and the input has at least as many
-  channels as the output; there ``'hybrid'`` keeps the dilated
-  forward pass and the phase derivatives. ``python benchmarks/algorithms.py`` (NCHW input, fp32, forward,
-  hybrid vs phase): 32x512->256 4x4 k3 s2 7.5 vs 21.4 ms, 8x128->128 16x16 k3 s2 4.5 vs 6.8, 4x128->128
-  32x32 k3 s2 8.8 vs 11.4, 8x128->64 16x16 k5 s2 4.4 vs 6.9, 8x96->96 16x16 k6 s4 9.9 vs 12.8; with taps
-  that tile the stride, 64x512->256 4x4 k4 s2 (1.56x the work) 36.0 vs 54.5, 32x256->128 8x8 (1.27x) 18.9
-  vs 20.2, 32x128->64 8x8 (1.27x) 6.3 vs 6.6; training steps equal. Not at 16x256->128 16x16 k4 s2 (1.13x:
-  55.5 vs 50.6 ms), nor with more output channels (8x64->256 32x32 k3 s2: 89 vs 70
-  ms), nor at 32x32 (8x64->64 32x32 k4 s2, 1.06x: 25 vs 6.8 ms), nor in one dimension (split: 1.08 vs
+  channels as the output; there ``'hybrid'`` keeps the dilated forward pass and the phase derivatives.
+  ``python benchmarks/algorithms.py`` (NCHW input, fp32, forward, hybrid vs phase): 32x512->256 4x4 k3 s2
+  7.5 vs 21.4 ms, 8x128->128 16x16 k3 s2 4.5 vs 6.8, 4x128->128 32x32 k3 s2 8.8 vs 11.4, 8x128->64 16x16 k5
+  s2 4.4 vs 6.9, 8x96->96 16x16 k6 s4 9.9 vs 12.8; with taps that tile the stride, 64x512->256 4x4 k4 s2
+  (1.56x the work) 36.0 vs 54.5, 32x256->128 8x8 (1.27x) 18.9 vs 20.2, 32x128->64 8x8 (1.27x) 6.3 vs 6.6;
+  training steps equal. Not at 16x256->128 16x16 k4 s2 (1.13x: 55.5 vs 50.6 ms), nor with more output
+  channels (8x64->256 32x32 k3 s2: 89 vs 70 ms), nor at 32x32 (8x64->64 32x32 k4 s2, 1.06x: 25 vs 6.8 ms),
+  nor in one dimension (split: 1.08 vs
   0.99 ms, 0.83 vs 0.98 ms), nor in three, where XLA's CPU lhs-dilated convolution is a naive loop
   (2x32->16 8^3 k4 s2: 95 vs 0.92 ms). In bfloat16 and float16 the phases' matrix product runs on the
   CPU's matrix units (`_phase.valid_convolution`) and wins these layers too (bf16 forward, phase vs hybrid:
@@ -535,8 +535,8 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   narrow = _phase.accumulation_type(dtype) is not None
   patch_row = taps * in_channels  # values per row of the phases' patch matrix (im2col)
   wasted = geometry.phase_holes() or geometry.phase_work(in_spatial) >= _PHASE_WORK_FOR_THE_REFERENCE
-  if (wasted and len(geometry.stride) == 2
-      and geometry.group == 1 and in_channels >= out_channels and not narrow and patch_row >= 256):
+  if (wasted and len(geometry.stride) == 2 and geometry.group == 1 and in_channels >= out_channels and not narrow
+      and patch_row >= 256):
     return "hybrid"
   return "phase"
 
