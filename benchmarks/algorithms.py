@@ -72,8 +72,8 @@ def main() -> None:
   on_cpu = platform == "cpu"
   print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}, {jnp.dtype(dtype).name}; milliseconds, "
         "forward / training step")
-  for batch, c_in, c_out, spatial, k, s, p, op in (LAYERS if args.layers is None else map(LAYERS.__getitem__,
-                                                                                          args.layers)):
+  chosen = LAYERS if args.layers is None else [LAYERS[i] for i in args.layers]
+  for batch, c_in, c_out, spatial, k, s, p, op in chosen:
     x, weight = (jnp.asarray(a, dtype) for a in layer_operands(batch, c_in, c_out, spatial, k))
     cells, timings = [], {}
     for algorithm in ("dilated", "phase", "hybrid"):
