@@ -15,6 +15,10 @@ writes the weight's tangent so that its transpose is the weight gradient of the 
 ``dW = d<conv(g, W, stride), x>/dW`` for a cotangent ``g``: the pattern cuDNN's backward-filter kernel takes.
 The input's tangent stays the layer itself, whose transpose is the strided forward convolution of the
 cotangent. The values are those of the reference, to float rounding.
+
+With groups the same convolution of the dilated input is computed as matrix products batched over the groups
+(`convtranspose._grouped`) on every platform, with JAX's derivatives of those: XLA's grouped convolution and
+its weight gradient (a convolution with ``batch_group_count``) are partitioned wrongly under a sharded batch.
 """
 
 import dataclasses
@@ -25,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from convtranspose import _arguments, _shapes
+from convtranspose import _arguments, _grouped, _shapes
 from convtranspose._layout import batch_shape, data_axes
 
 Array = jax.Array
@@ -43,7 +47,8 @@ def lhs_dilated(x: Array, weight: Array, geometry: _arguments.Geometry, out_spat
   where they tile (DCGAN 32x256->128 8x8 k4 s2: 44k vs 50k; U-Net 8x128->64 32x32 k2 s2: 56k vs 124k;
   ``benchmarks/results/accelerator-programs.md``).
   """
-  if platform == "cpu" or all(s == 1 for s in geometry.stride) or (platform == "tpu" and geometry.phase_holes()):
+  if (platform == "cpu" or geometry.group > 1 or all(s == 1 for s in geometry.stride)
+      or (platform == "tpu" and geometry.phase_holes())):
     return _reference(x, weight, geometry, out_spatial, precision, on_cpu=platform == "cpu")
   return _adjoint_of_forward(x, weight, geometry, out_spatial, precision)
 
@@ -57,7 +62,7 @@ def _reference(x: Array, weight: Array, geometry: _arguments.Geometry, out_spati
   k2 s2 3.9 vs 4.5 ms): a channels-first caller pays one transpose each way. Elsewhere XLA chooses the
   layout itself (cuDNN's, NHWC, on GPU).
   """
-  if not geometry.channels_last and on_cpu:
+  if not geometry.channels_last and (on_cpu or geometry.group > 1):
     inside = dataclasses.replace(geometry, channels_last=True)
     return jnp.moveaxis(_reference(jnp.moveaxis(x, 1, -1), weight, inside, out_spatial, precision, on_cpu), -1, 1)
   n = weight.ndim - 2
@@ -65,12 +70,17 @@ def _reference(x: Array, weight: Array, geometry: _arguments.Geometry, out_spati
       _shapes.lhs_dilated_padding(k, d, pad)
       for k, d, pad in zip(geometry.kernel_size, geometry.dilation, geometry.padding)
   ]
+  spatial = tuple(range(2, n + 2))
+  if geometry.group > 1:  # the same convolution as matrix products, which XLA partitions correctly
+    dilated = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, s - 1) for (lo, hi), s in
+                                                               zip(conv_padding, geometry.stride)), (0, 0, 0)])
+    kernel = jnp.moveaxis(lax.rev(group_kernel(weight, geometry.group), spatial), (0, 1), (-2, -1))
+    return _grouped.convolution(dilated, kernel, geometry.group, precision, geometry.dilation)
   extra = [
       operand_swap_guard(k, s, d, pad, out)
       for k, s, d, pad, out in zip(geometry.kernel_size, geometry.stride, geometry.dilation, conv_padding, out_spatial)
   ]
   conv_padding = [(lo, hi + e) for (lo, hi), e in zip(conv_padding, extra)]
-  spatial = tuple(range(2, n + 2))
   data_spec = data_axes(n, geometry.channels_last)
   y = lax.conv_general_dilated(
       x,

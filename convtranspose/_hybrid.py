@@ -10,7 +10,10 @@
   (`convtranspose._dilated.adjoint_tangent`): on TPU the phase convolution runs at matrix speed by XLA:TPU's
   cost model while the lhs-dilated one does not, and the strided forward convolution (input gradient) and
   the forward convolution's weight gradient are cheap, whereas the phase derivatives pay a space-to-depth
-  copy of the cotangent (`_phase_value`; `benchmarks/accelerator_programs.py` has the cycles).
+  copy of the cotangent (`_phase_value`; `benchmarks/accelerator_programs.py` has the cycles). With groups
+  it is `convtranspose._phase.phase`, derivatives included: their accelerator form would be a convolution
+  with ``batch_group_count``, which XLA partitions wrongly, and the reference's products
+  (`convtranspose._grouped`) multiply the inserted zeros.
 
 Either way the value and the derivatives are the layer's, to float rounding.
 """
@@ -31,9 +34,11 @@ Array = jax.Array
 
 def hybrid(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
            precision: lax.PrecisionLike, platform: str) -> Array:
-  """On CPU `_dilated_value`, or `_phase_value_on_cpu` at stride 1; `_phase_value` elsewhere."""
+  """On CPU `_dilated_value`, or `_phase_value_on_cpu` at stride 1; `_phase_value` elsewhere (with groups,
+  `convtranspose._phase.phase`)."""
   if platform != "cpu":
-    return _phase_value(x, weight, geometry, out_spatial, precision)
+    return _phase_value(x, weight, geometry, out_spatial, precision) if geometry.group == 1 else phase(
+        x, weight, geometry, out_spatial, precision, platform)
   if all(s == 1 for s in geometry.stride):
     return _phase_value_on_cpu(x, weight, geometry, out_spatial, precision, platform)
   return _dilated_value(x, weight, geometry, out_spatial, precision, platform)

@@ -87,8 +87,8 @@ class Parameters:
 
   @property
   def weight_axes(self) -> tuple[str | None, ...]:
-    """The weight's logical axis names, ``('conv_in', 'conv_out', None, ...)``."""
-    return sharding.weight_axes(len(self.weight_shape))
+    """The weight's logical axis names, ``('conv_in', 'conv_out', None, ...)`` (`convtranspose.sharding`)."""
+    return sharding.weight_axes(len(self.weight_shape), out_per_group=self.weight_shape[1])
 
   bias_axes = sharding.BIAS_AXES
 

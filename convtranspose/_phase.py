@@ -4,9 +4,9 @@ One stride-1 convolution of the undilated input with ``prod(stride)`` times the 
 per output phase, interleaved (depth-to-space) and cropped (`convtranspose._shapes.phase_plan` has the
 arithmetic). It never multiplies the inserted zeros and never builds the dilated input; where the kernel's
 taps do not tile the stride (``k % s != 0`` without dilation) the phase kernel holds zeros, up to ``s * K / k``
-more multiply-adds per dimension. Its convolution is a forward convolution of the input on every platform,
-for grouped layers too, and its gradients are XLA's ordinary ones (on GPU cuDNN's backward-data and
-backward-filter kernels). On CPU it is one matrix product (`padded_convolution`): of the input's patches
+more multiply-adds per dimension. Its convolution is a forward convolution of the input, and its gradients
+are XLA's ordinary ones (on GPU cuDNN's backward-data and backward-filter kernels); with groups it is a matrix
+product batched over the groups on every platform (`convtranspose._grouped`). On CPU it is one matrix product (`padded_convolution`): of the input's patches
 (im2col), or, for layers with few output channels, of the input itself, whose per-tap products are then
 summed shifted (col2im). On TPU the phases are interleaved in a batch-minor layout (`_interleave_batch_minor`)
 and, where every phase has one tap, multiplied as a matrix product (`_tpu_product`).
@@ -21,7 +21,7 @@ import numpy as np
 from jax import lax
 from jax.experimental.layout import Layout, with_layout_constraint
 
-from convtranspose import _arguments, _shapes
+from convtranspose import _arguments, _grouped, _shapes, _sharding
 from convtranspose._layout import data_axes
 
 Array = jax.Array
@@ -132,7 +132,8 @@ def _interleave_batch_minor(y: Array, plans: list[_shapes.PhasePlan], used: list
   # (N, *Q, G, *s, C // G) -> (Q_1, s_1, ..., Q_n, s_n, N, C), row-major
   y = y.transpose(*(a for axis in range(n) for a in (1 + axis, 2 + n + axis)), 0, 1 + n, 2 + 2 * n)
   y = y.reshape(*y.shape[:2 * n + 1], group * out_per_group)
-  y = with_layout_constraint(y, Layout(major_to_minor=tuple(range(y.ndim))))
+  if not _sharding.under_a_mesh(y):  # XLA's partitioner replicates the constraint: it would gather the batch
+    y = with_layout_constraint(y, Layout(major_to_minor=tuple(range(y.ndim))))
   y = y.reshape(*(q * s for q, s in zip(lengths, stride)), batch, group * out_per_group)
   y = jnp.moveaxis(y, -1, 0)  # (C, *spatial, N): the crop then fuses with the move
   start = [plan.crop for plan in plans]
@@ -262,12 +263,15 @@ def valid_convolution(x: Array, kernel: Array, group: int, precision: lax.Precis
   (`accumulation_type`) and rounded once: XLA runs ``bf16 x bf16 -> f32`` products on the CPU's matrix units
   (AMX on the benchmark machine) but not products with a bf16 result, which it also accumulates in float32
   (the same error against float64). A 2592x1024x512 bf16 product: 1.8 ms vs 9.4 ms.
-  The product holds ``prod(K)`` copies of the input. Elsewhere it is XLA's convolution (cuDNN on GPU).
+  The product holds ``prod(K)`` copies of the input. Elsewhere it is XLA's convolution (cuDNN on GPU), except
+  with groups, which are matrix products on every platform (`convtranspose._grouped.convolution`).
   """
+  if group > 1:
+    return _grouped.convolution(x, kernel, group, precision)
   n = kernel.ndim - 2
   lengths = [length - k + 1 for length, k in zip(x.shape[1:-1], kernel.shape[:n])]
   accumulation = accumulation_type(x.dtype)
-  if group == 1 and (n >= 2 or accumulation) and on_cpu:
+  if (n >= 2 or accumulation) and on_cpu:
     windows = [lax.slice(x, (0, *start, 0), (x.shape[0], *(s + q for s, q in zip(start, lengths)), x.shape[-1]))
                for start in np.ndindex(*kernel.shape[:n])]  # tap-major, as the kernel's (*K, C) rows
     patches = jnp.concatenate(windows, axis=-1)
@@ -279,7 +283,7 @@ def valid_convolution(x: Array, kernel: Array, group: int, precision: lax.Precis
       x, kernel, window_strides=(1,) * n, padding=[(0, 0)] * n,
       dimension_numbers=lax.ConvDimensionNumbers(lhs_spec=data_spec, rhs_spec=(n + 1, n, *range(n)),
                                                  out_spec=data_spec),
-      feature_group_count=group, precision=precision)
+      precision=precision)
 
 
 def accumulation_type(dtype: Any) -> Any:

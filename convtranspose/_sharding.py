@@ -30,6 +30,15 @@ def explicit_mesh(*operands: jax.Array | None) -> jax.sharding.AbstractMesh | No
   return mesh if not mesh.empty and mesh.explicit_axes else None
 
 
+def under_a_mesh(*arrays: jax.Array) -> bool:
+  """Whether a mesh is in sight at trace time: the context's (`jax.set_mesh`), or one in an array's type
+  (an argument placed on a mesh, of either axis type). Arguments placed only by ``jit``'s ``in_shardings``
+  carry none."""
+  if not jax.sharding.get_abstract_mesh().empty:
+    return True
+  return any(not jax.typeof(a).sharding.mesh.empty for a in arrays)
+
+
 def _mesh_axes(entry) -> tuple[str, ...]:
   """The mesh axes a `PartitionSpec` entry names (None, a name, or a tuple of names)."""
   if entry is None or entry is P.UNCONSTRAINED:

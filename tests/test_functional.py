@@ -749,3 +749,14 @@ def test_phase_in_four_spatial_dimensions():
                                algorithm=algorithm, precision=lax.Precision.HIGHEST) for algorithm in ALGORITHMS]
   assert results[0].shape == (1, 3, 6, 3, 9, 3)  # (L - 1) * s + k - lo - hi + output_padding per dimension
   assert_close(results[1], results[0])
+
+
+@pytest.mark.parametrize("algorithm", ["dilated", "phase", "hybrid", "auto"])
+def test_a_bfloat16_bias_gradient_is_summed_in_float32(algorithm):
+  """The bias gradient sums the cotangent over the batch and every position: 8192 ones per channel here, which a
+  bfloat16 accumulator stops counting at 256 (the next integer it holds after 256 is 258)."""
+  x = jnp.ones((8, 4, 16, 16), jnp.bfloat16)
+  weight, bias = jnp.ones((4, 2, 4, 4), jnp.bfloat16), jnp.zeros((2,), jnp.bfloat16)
+  grad = jax.jit(jax.grad(lambda b: jnp.sum(ct.conv2d_transpose(x, weight, b, stride=2, pad_mode="same",
+                                                                algorithm=algorithm).astype(jnp.float32))))(bias)
+  np.testing.assert_array_equal(np.asarray(grad, np.float32), [8 * 32 * 32] * 2)
