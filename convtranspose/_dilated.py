@@ -31,6 +31,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from convtranspose import _arguments, _grouped, _shapes
 from convtranspose._layout import batch_shape, data_axes
+from convtranspose._phase import accumulation_type
 
 Array = jax.Array
 
@@ -75,7 +76,8 @@ def _reference(x: Array, weight: Array, geometry: _arguments.Geometry, out_spati
     dilated = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, s - 1) for (lo, hi), s in
                                                                zip(conv_padding, geometry.stride)), (0, 0, 0)])
     kernel = jnp.moveaxis(lax.rev(group_kernel(weight, geometry.group), spatial), (0, 1), (-2, -1))
-    return _grouped.convolution(dilated, kernel, geometry.group, precision, geometry.dilation)
+    return _grouped.convolution(dilated, kernel, geometry.group, precision, geometry.dilation,
+                                accumulation_type(x.dtype))
   extra = [
       operand_swap_guard(k, s, d, pad, out)
       for k, s, d, pad, out in zip(geometry.kernel_size, geometry.stride, geometry.dilation, conv_padding, out_spatial)

@@ -12,6 +12,9 @@ with the groups as a batch dimension is partitioned as any other: the batch stay
 gradient, a product contracting the batch, is summed over the batch's mesh axes only.
 """
 
+import functools
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +24,7 @@ Array = jax.Array
 
 
 def convolution(x: Array, kernel: Array, group: int, precision: lax.PrecisionLike,
-                dilation: tuple[int, ...] | None = None) -> Array:
+                dilation: tuple[int, ...] | None = None, accumulation: Any = None) -> Array:
   """Unpadded stride-1 convolution of ``x`` ``(N, *L, C)`` with ``kernel`` ``(*K, C // G, M)``, channels-last.
 
   ``y[p, g, m] = sum_{t, c} x[p + d * t, g, c] * kernel[t, c, g, m]`` for ``G = group`` groups, input
@@ -30,7 +33,8 @@ def convolution(x: Array, kernel: Array, group: int, precision: lax.PrecisionLik
   one matrix product of its shifted windows side by side (im2col), all groups in one `jax.lax.dot_general`
   with the group as a batch dimension; where a group has one input channel (depthwise) there is nothing to
   contract over the channels, and each tap is a broadcast product, summed over the taps, which XLA fuses
-  into one pass with no copies of the windows. Floats narrower than 32 bits accumulate in float32.
+  into one pass with no copies of the windows. The products accumulate in ``accumulation`` (None: ``x``'s
+  dtype), and the result is rounded to ``x``'s dtype once.
   """
   n = kernel.ndim - 2
   kernel_size, (channels, columns) = kernel.shape[:n], kernel.shape[n:]
@@ -45,11 +49,10 @@ def convolution(x: Array, kernel: Array, group: int, precision: lax.PrecisionLik
     block = lax.slice(x, (0, *start, 0), (batch, *(s + q for s, q in zip(start, lengths)), x.shape[-1]))
     return block.reshape(batch, *lengths, group, channels)
 
-  accumulation = jnp.float32 if jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits < 32 else None
   if channels == 1:  # (N, *Q, G, 1) . (G, 1, M // G) per tap: contracting nothing, (G, N, *Q, M // G)
     terms = [lax.dot_general(window(tap), kernel[t], (((n + 2,), (0,)), ((n + 1,), (1,))), precision=precision,
                              preferred_element_type=accumulation) for t, tap in enumerate(np.ndindex(*kernel_size))]
-    y = sum(terms[1:], terms[0])
+    y = functools.reduce(jnp.add, terms)
   else:  # (N, *Q, T, G, C // G) . (T, C // G, G, M // G): (G, N, *Q, M // G)
     patches = jnp.stack([window(tap) for tap in np.ndindex(*kernel_size)], axis=n + 1)
     y = lax.dot_general(patches, kernel, (((n + 1, n + 3), (0, 1)), ((n + 2,), (2,))), precision=precision,

@@ -6,9 +6,9 @@ arithmetic). It never multiplies the inserted zeros and never builds the dilated
 taps do not tile the stride (``k % s != 0`` without dilation) the phase kernel holds zeros, up to ``s * K / k``
 more multiply-adds per dimension. Its convolution is a forward convolution of the input, and its gradients
 are XLA's ordinary ones (on GPU cuDNN's backward-data and backward-filter kernels); with groups it is a matrix
-product batched over the groups on every platform (`convtranspose._grouped`). On CPU it is one matrix product (`padded_convolution`): of the input's patches
-(im2col), or, for layers with few output channels, of the input itself, whose per-tap products are then
-summed shifted (col2im). On TPU the phases are interleaved in a batch-minor layout (`_interleave_batch_minor`)
+product batched over the groups on every platform (`convtranspose._grouped`). On CPU it is one matrix product
+(`padded_convolution`): of the input's patches (im2col), or, for layers with few output channels, of the input
+itself, whose per-tap products are then summed shifted (col2im). On TPU the phases are interleaved in a batch-minor layout (`_interleave_batch_minor`)
 and, where every phase has one tap, multiplied as a matrix product (`_tpu_product`).
 """
 
@@ -267,7 +267,7 @@ def valid_convolution(x: Array, kernel: Array, group: int, precision: lax.Precis
   with groups, which are matrix products on every platform (`convtranspose._grouped.convolution`).
   """
   if group > 1:
-    return _grouped.convolution(x, kernel, group, precision)
+    return _grouped.convolution(x, kernel, group, precision, accumulation=accumulation_type(x.dtype))
   n = kernel.ndim - 2
   lengths = [length - k + 1 for length, k in zip(x.shape[1:-1], kernel.shape[:n])]
   accumulation = accumulation_type(x.dtype)
