@@ -3,7 +3,7 @@ data plus model parallel.
 
 Run as ``python distributed_training.py PROCESS_ID PORT OUT_DIR``, it is one of two processes of four CPU
 devices each, joined by `jax.distributed.initialize` on 127.0.0.1 with gloo collectives: it trains every
-model on the global 8-device mesh, then saves the data-plus-model-parallel linen parameters with Orbax from
+model on the global 8-device mesh, then saves the data-plus-model-parallel NNX parameters with Orbax from
 both processes and restores them; process 0 writes every parameter, gathered, to ``OUT_DIR/trained.npz``.
 ``tests/test_distributed.py`` starts the two and trains the same models on one device (`train` without a
 mesh) to compare.
