@@ -132,7 +132,7 @@ def _interleave_batch_minor(y: Array, plans: list[_shapes.PhasePlan], used: list
   # (N, *Q, G, *s, C // G) -> (Q_1, s_1, ..., Q_n, s_n, N, C), row-major
   y = y.transpose(*(a for axis in range(n) for a in (1 + axis, 2 + n + axis)), 0, 1 + n, 2 + 2 * n)
   y = y.reshape(*y.shape[:2 * n + 1], group * out_per_group)
-  if not _sharding.under_a_mesh(y):  # XLA's partitioner replicates the constraint: it would gather the batch
+  if _sharding.mesh_in_sight(y).empty:  # XLA's partitioner replicates the constraint: it would gather the batch
     y = with_layout_constraint(y, Layout(major_to_minor=tuple(range(y.ndim))))
   y = y.reshape(*(q * s for q, s in zip(lengths, stride)), batch, group * out_per_group)
   y = jnp.moveaxis(y, -1, 0)  # (C, *spatial, N): the crop then fuses with the move

@@ -21,22 +21,21 @@ from jax.sharding import PartitionSpec as P
 OutSharding = NamedSharding | P | None
 
 
-def explicit_mesh(*operands: jax.Array | None) -> jax.sharding.AbstractMesh | None:
-  """The mesh of the context (else of the operands' types) if it has `Explicit` axes, else None."""
+def mesh_in_sight(*operands: jax.Array | None) -> jax.sharding.AbstractMesh:
+  """The mesh of the context (`jax.set_mesh`), else the first in an operand's type (an argument placed on a
+  mesh, of either axis type), else the empty mesh. Arguments placed only by ``jit``'s ``in_shardings`` carry
+  none."""
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
     meshes = [jax.typeof(a).sharding.mesh for a in operands if a is not None]
     mesh = next((m for m in meshes if not m.empty), mesh)
+  return mesh
+
+
+def explicit_mesh(*operands: jax.Array | None) -> jax.sharding.AbstractMesh | None:
+  """The `mesh_in_sight` if it has `Explicit` axes, else None."""
+  mesh = mesh_in_sight(*operands)
   return mesh if not mesh.empty and mesh.explicit_axes else None
-
-
-def under_a_mesh(*arrays: jax.Array) -> bool:
-  """Whether a mesh is in sight at trace time: the context's (`jax.set_mesh`), or one in an array's type
-  (an argument placed on a mesh, of either axis type). Arguments placed only by ``jit``'s ``in_shardings``
-  carry none."""
-  if not jax.sharding.get_abstract_mesh().empty:
-    return True
-  return any(not jax.typeof(a).sharding.mesh.empty for a in arrays)
 
 
 def _mesh_axes(entry) -> tuple[str, ...]:

@@ -47,6 +47,11 @@ def standard_normal(seed: int, shape: tuple) -> jax.Array:
   return jnp.asarray(np.random.default_rng(seed).standard_normal(shape, np.float32))
 
 
+def put_on(mesh, arrays, specs) -> list:
+  """Each array placed on ``mesh`` with its `PartitionSpec`."""
+  return [jax.device_put(a, jax.sharding.NamedSharding(mesh, spec)) for a, spec in zip(arrays, specs)]
+
+
 def assert_close(actual, expected, dtype=np.float32):
   """``assert_allclose`` with the tolerance of ``dtype`` and ``atol`` scaled to the reference's magnitude."""
   actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)

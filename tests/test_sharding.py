@@ -17,7 +17,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import convtranspose as ct
-from conftest import assert_close
+from conftest import assert_close, put_on
 
 AXIS_TYPES = {"explicit": AxisType.Explicit, "auto": AxisType.Auto}  # Auto: XLA propagates the shardings
 MESHES = {"data": (8, 1), "channels": (1, 8), "both": (4, 2)}
@@ -41,11 +41,6 @@ def _sharded_init(net, x, mesh):
   abstract = jax.eval_shape(net.init, jax.random.key(0), x)
   shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, ct.sharding.axis_rules())
   return jax.jit(net.init, out_shardings=shardings)(jax.random.key(0), x), shardings
-
-
-def _put(mesh, arrays, specs):
-  """Each array placed on ``mesh`` with its `PartitionSpec`."""
-  return [jax.device_put(a, NamedSharding(mesh, spec)) for a, spec in zip(arrays, specs)]
 
 
 def _on_one_device(tree):
@@ -169,7 +164,7 @@ def test_explicit_mesh_function_equals_one_device(case, algorithm):
   channels_last = arguments.get("data_format", "NCHW")[-1] == "C"
   mesh = _mesh()
   with jax.set_mesh(mesh):
-    operands = _put(mesh, (x, weight, bias), (P() if unbatched else P("data"), P(None, "model"), P("model")))
+    operands = put_on(mesh, (x, weight, bias), (P() if unbatched else P("data"), P(None, "model"), P("model")))
     (loss, y), grads = _value_and_grads(function, algorithm, arguments)(*operands)
   spec = [None] * y.ndim
   spec[-1 if channels_last else 0 if unbatched else 1] = "model"
@@ -261,12 +256,12 @@ def test_shard_map_computes_the_local_block():
   for axis_type in AXIS_TYPES:
     mesh = _mesh(axis_type=axis_type)
     with jax.set_mesh(mesh):
-      operands = _put(mesh, (x, weight, bias), specs)
+      operands = put_on(mesh, (x, weight, bias), specs)
       y = jax.jit(jax.shard_map(local, in_specs=specs, out_specs=P("data", "model")))(*operands)
       assert_close(y, expected)
   mesh = _mesh()
   with jax.set_mesh(mesh):
-    operands = _put(mesh, (x, weight, bias), specs)
+    operands = put_on(mesh, (x, weight, bias), specs)
     partial = jax.shard_map(functools.partial(local, out_channels=4), in_specs=(P("data"), P(), P()),
                             out_specs=P("data"), axis_names={"data"})
     y = jax.jit(partial)(*operands)

@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import AxisType, NamedSharding
+from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
 
 import convtranspose as ct
-from conftest import assert_close, standard_normal
+from conftest import assert_close, put_on, standard_normal
 from convtranspose import functional
 
 # auto is one of the three on each platform (tests/test_functional.py pins which); it is run as users call
@@ -114,7 +114,7 @@ def test_sharded_equals_one_device(index):
   mesh = jax.make_mesh(shape, names, axis_types=(axis_type,) * len(names))
   with jax.set_mesh(mesh):
     specs = (P(batch_axes or None), _weight_spec(weight_shape, weight_axis, mesh), P())
-    operands = [jax.device_put(a, NamedSharding(mesh, s)) for a, s in zip((x, weight, bias), specs)]
+    operands = put_on(mesh, (x, weight, bias), specs)
     actual = _value_and_grads(arguments, FORMULATIONS, cotangent)(*operands)
   wrong = []
   for key, (grads, y) in actual.items():
@@ -135,7 +135,7 @@ def test_a_batch_sharded_grouped_layer_gathers_no_batch(group):
   x, weight, bias = standard_normal(0, (8, 8, 6, 6)), standard_normal(1, (8, 16 // group, 4, 4)), jnp.zeros(16)
   mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
   with jax.set_mesh(mesh):
-    operands = [jax.device_put(a, NamedSharding(mesh, s)) for a, s in zip((x, weight, bias), (P("data"), P(), P()))]
+    operands = put_on(mesh, (x, weight, bias), (P("data"), P(), P()))
     program = _value_and_grads(arguments, FORMULATIONS, standard_normal(2, (8, 16, 12, 12)))
     program = program.lower(*operands).compile().as_text()
   collectives = re.findall(r"\b(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)(?:-start)?\(",
