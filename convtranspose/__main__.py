@@ -54,7 +54,9 @@ def main() -> None:
   out = ct.conv2d_transpose(x, weight, stride=2, pad_mode="pad", padding=1, precision=lax.Precision.HIGHEST)
   z = jax.random.normal(jax.random.key(2), out.shape)
   conv_z = lax.conv_general_dilated(z, weight, (2, 2), [(1, 1), (1, 1)], precision=lax.Precision.HIGHEST)
-  print(f"   {float(jnp.vdot(conv_z, x)):.4f} == {float(jnp.vdot(z, out)):.4f}")
+  forward, adjoint = float(jnp.vdot(conv_z, x)), float(jnp.vdot(z, out))
+  print(f"   {forward:.9g} vs {adjoint:.9g}: relative difference {abs(forward - adjoint) / abs(forward):.1e} "
+        "(float32 rounding)")
 
   print("\n5. jit, grad and vmap compose")
   def loss(w, x):
@@ -67,7 +69,7 @@ def main() -> None:
   print("\n6. The family: 1-D and 3-D, output_padding, channels-last, unbatched")
   audio = ct.Conv1dTranspose(64, 32, 16, stride=8, pad_mode="pad", padding=4, weight_init="he_normal")
   signal = jnp.ones((4, 64, 100))
-  print("   Conv1dTranspose(64, 32, 16, stride=8), (4, 64, 100) ->",
+  print("   Conv1dTranspose(64, 32, 16, stride=8, pad_mode='pad', padding=4), (4, 64, 100) ->",
         audio.apply(audio.init(jax.random.key(4), signal), signal).shape)
   volume = ct.Conv3dTranspose(8, 4, 3, stride=2, pad_mode="pad", padding=1, output_padding=1, data_format="NDHWC")
   voxels = jnp.ones((6, 6, 6, 8))  # one unbatched (D, H, W, C) example
@@ -93,8 +95,10 @@ def main() -> None:
   up = ct.Conv2dTranspose(3, 8, 3, stride=2, pad_mode="pad", padding=1, padding_mode="circular")
   skip = jnp.ones((1, 8, 32, 32))
   image = jnp.ones((1, 3, 16, 16))
-  print("   Conv2dTranspose(3, 8, 3, stride=2, padding=1, padding_mode='circular'), output_size=skip.shape ->",
+  print("   Conv2dTranspose(3, 8, 3, stride=2, pad_mode='pad', padding=1, padding_mode='circular'),\n"
+        "   output_size=skip.shape ->",
         up.apply(up.init(jax.random.key(6), image), image, output_size=skip.shape).shape)
+  print("   the same layer with output_padding=1, in Flax's and PyTorch's terms:")
   print("   Flax nn.ConvTranspose padding:", ct.convert.flax_padding("pad", 1, (3, 3), 2, output_padding=1),
         "  PyTorch (padding, output_padding):", ct.convert.torch_padding("pad", 1, (3, 3), 2, output_padding=1))
 

@@ -303,25 +303,27 @@ def mint_geometry(n: int, kernel_size: Any, stride: Any, padding: Any, output_pa
 
 def with_output_size(geometry: Geometry, input_shape: tuple[int, ...], output_size: Any) -> Geometry:
   """``geometry`` with the ``output_padding`` that makes the spatial output ``output_size`` (PyTorch's
-  ``forward(x, output_size)``).
+  ``forward(x, output_size)``): ``output_size`` decides, in place of the layer's own ``output_padding``, as in
+  PyTorch.
 
   Args:
-    geometry: a layer's `Geometry`, without ``output_padding`` of its own.
+    geometry: a layer's `Geometry`.
     input_shape: the spatial input shape.
-    output_size: an int, or a tuple of the ``n`` spatial sizes; a whole output shape (``n + 2`` values, or
-      ``n + 1`` unbatched, in the layer's layout) is accepted too, so ``output_size=skip.shape`` works.
+    output_size: an int, or a tuple or list of the ``n`` spatial sizes; a whole output shape (``n + 2``
+      values, ``n + 1`` unbatched, more with several batch axes, in the layer's layout) is accepted too, so
+      ``output_size=skip.shape`` works.
 
   Raises:
-    TypeError: for a non-int size. ValueError: for a size outside the reachable range (named), or when the
-    layer has an ``output_padding`` of its own.
+    TypeError: for a non-int size. ValueError: for a size outside the reachable range (named).
   """
   n = len(input_shape)
-  if isinstance(output_size, tuple) and len(output_size) in (n + 1, n + 2):
+  if isinstance(output_size, list):
+    output_size = tuple(output_size)
+  if isinstance(output_size, tuple) and len(output_size) >= n + 1:
     output_size = output_size[-n - 1:-1] if geometry.channels_last else output_size[-n:]
   sizes = int_tuple(output_size, n, "output_size", minimum=0)
-  if any(geometry.output_padding):
-    raise ValueError(f"`output_size` and `output_padding` both set the extra rows; pass one, but got "
-                     f"output_size {output_size!r} and output_padding {geometry.output_padding}.")
+  geometry = dataclasses.replace(geometry, output_padding=(0,) * n, padding=tuple(
+      (lo, hi + op) for (lo, hi), op in zip(geometry.padding, geometry.output_padding)))
   lengths = geometry.output_shape(input_shape)
   extra = []
   for axis, (size, length, s, d) in enumerate(zip(sizes, lengths, geometry.stride, geometry.dilation)):

@@ -45,6 +45,7 @@ class Layer:
     dtype: the computation dtype; None promotes the input and the parameters.
     precision: passed to `jax.lax.conv_general_dilated`.
     algorithm: see `convtranspose.conv_transpose`.
+    preferred_element_type: the output's dtype (see `convtranspose.conv_transpose`); None is the computation's.
   """
 
   geometry: _arguments.Geometry
@@ -52,6 +53,7 @@ class Layer:
   dtype: Any = None
   precision: lax.PrecisionLike = None
   algorithm: str = "auto"
+  preferred_element_type: Any = None
 
   def __call__(self, x: jax.Array, weight: jax.Array, bias: jax.Array | None, output_size: Any = None,
                out_sharding: OutSharding = None) -> jax.Array:
@@ -61,7 +63,7 @@ class Layer:
     computation_dtype(x, weight, bias)  # bool and complex inputs raise before Flax's promotion casts them
     x, weight, bias = promote_dtype(x, weight, bias, dtype=self.dtype)
     return _conv_transpose(x, weight, bias, self.geometry, self.precision, self.algorithm, output_size,
-                           out_sharding)
+                           out_sharding, self.preferred_element_type)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +132,9 @@ def layer(arguments: Any, vocabulary: str, n: int) -> Layer:
   dtype_name = "dtype" if vocabulary == "nn" else "compute_dtype"
   dtype = _arguments.floating_dtype(getattr(arguments, dtype_name), dtype_name)
   kernel_shape = (arguments.in_channels, arguments.out_channels // group, *geometry.kernel_size)
-  return Layer(geometry, kernel_shape, dtype, arguments.precision, _arguments.checked_algorithm(arguments.algorithm))
+  preferred = _arguments.floating_dtype(arguments.preferred_element_type, "preferred_element_type")
+  return Layer(geometry, kernel_shape, dtype, arguments.precision, _arguments.checked_algorithm(arguments.algorithm),
+               preferred)
 
 
 def describe(arguments: Any, vocabulary: str, n: int) -> tuple[Layer, Parameters]:

@@ -83,7 +83,8 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: I
                    pad_mode: str = "same", padding: IntOrTuple = 0, dilation: IntOrTuple = 1, group: int = 1,
                    *, output_padding: IntOrTuple = 0, output_size: IntOrTuple | None = None,
                    padding_mode: str = "zeros", data_format: str | None = None, precision: lax.PrecisionLike = None,
-                   algorithm: str = "auto", out_sharding: OutSharding = None) -> Array:
+                   algorithm: str = "auto", out_sharding: OutSharding = None,
+                   preferred_element_type: Any = None) -> Array:
   """N-dimensional transposed convolution with MindSpore's semantics (``nn.Conv{1,2,3}dTranspose``).
 
   The number of spatial dimensions ``n`` is ``weight.ndim - 2``. The result is the adjoint (the VJP with
@@ -106,7 +107,8 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: I
 
   Args:
     x: input, ``(N, C_in, *spatial)`` (``NCHW`` in 2-D), or ``(N, *spatial, C_in)`` with a channels-last
-      ``data_format``; without the ``N`` axis for one unbatched example (the output has none either).
+      ``data_format``; without the ``N`` axis for one unbatched example (the output has none either), or with
+      several batch axes ``(*batch, ...)``, as Flax's layers take them.
     weight: ``(C_in, C_out // group, *kernel_size)``, MindSpore's layout (the ``IOHW`` kernel spec in 2-D).
     bias: ``(C_out,)`` or None.
     stride: int or tuple of ``n`` ints ``>= 1``.
@@ -134,10 +136,15 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: I
       `jax.sharding.NamedSharding`, as `jax.lax.conv_general_dilated` takes it. None (default): under a mesh
       with `Explicit` axes, the batch and spatial axes keep the mesh axes of ``x``'s type and the channel axis
       takes those of ``weight``'s output-channel axis (unless ``x`` uses them); elsewhere XLA propagates.
+    preferred_element_type: the output's dtype, as `jax.lax.conv_general_dilated` and Flax NNX's layers take
+      it: the products are summed in it, or in the operands' dtype if that is wider, then rounded to it once
+      (``jnp.float32`` with ``bfloat16`` operands: their exact products summed in float32, a float32 result).
+      None (default): the operands' promoted dtype.
 
   Returns:
-    ``(N, C_out, *out_spatial)`` (channels-last: ``(N, *out_spatial, C_out)``; unbatched: no ``N``), in the
-    promoted dtype of ``x``, ``weight`` and ``bias``.
+    ``(N, C_out, *out_spatial)`` (channels-last: ``(N, *out_spatial, C_out)``; unbatched: no ``N``; several
+    batch axes as ``x`` has them), in ``preferred_element_type`` or the promoted dtype of ``x``, ``weight`` and
+    ``bias``.
 
   Raises:
     TypeError, ValueError: for invalid arguments (MindSpore's types), inputs whose rank or channel count
@@ -163,7 +170,7 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: I
   geometry = _arguments.geometry(len(weight_shape) - 2, weight_shape[2:], stride, pad_mode, padding, dilation, group,
                                  output_padding, data_format, padding_mode)
   return _conv_transpose(x, weight, bias, geometry, precision, _arguments.checked_algorithm(algorithm), output_size,
-                         out_sharding)
+                         out_sharding, _arguments.floating_dtype(preferred_element_type, "preferred_element_type"))
 
 
 def conv1d_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
@@ -171,7 +178,7 @@ def conv1d_transpose(x: Array, weight: Array, bias: Array | None = None, stride:
                      *, output_padding: IntOrTuple = 0, output_size: IntOrTuple | None = None,
                      padding_mode: str = "zeros", data_format: str | None = None,
                      precision: lax.PrecisionLike = None, algorithm: str = "auto",
-                     out_sharding: OutSharding = None) -> Array:
+                     out_sharding: OutSharding = None, preferred_element_type: Any = None) -> Array:
   """`conv_transpose` for ``x`` of shape ``(N, C_in, L)``, ``weight`` ``(C_in, C_out // group, k)``.
 
   ``padding`` is an int or ``(left, right)``.
@@ -179,7 +186,8 @@ def conv1d_transpose(x: Array, weight: Array, bias: Array | None = None, stride:
   _check_rank(weight, 1)
   return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, output_padding=output_padding,
                         output_size=output_size, padding_mode=padding_mode, data_format=data_format,
-                        precision=precision, algorithm=algorithm, out_sharding=out_sharding)
+                        precision=precision, algorithm=algorithm, out_sharding=out_sharding,
+                        preferred_element_type=preferred_element_type)
 
 
 def conv2d_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
@@ -187,7 +195,7 @@ def conv2d_transpose(x: Array, weight: Array, bias: Array | None = None, stride:
                      *, output_padding: IntOrTuple = 0, output_size: IntOrTuple | None = None,
                      padding_mode: str = "zeros", data_format: str | None = None,
                      precision: lax.PrecisionLike = None, algorithm: str = "auto",
-                     out_sharding: OutSharding = None) -> Array:
+                     out_sharding: OutSharding = None, preferred_element_type: Any = None) -> Array:
   """`conv_transpose` for ``x`` of shape ``(N, C_in, H, W)``, ``weight`` ``(C_in, C_out // group, kH, kW)``.
 
   ``padding`` is an int or ``(top, bottom, left, right)``.
@@ -199,7 +207,8 @@ def conv2d_transpose(x: Array, weight: Array, bias: Array | None = None, stride:
   _check_rank(weight, 2)
   return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, output_padding=output_padding,
                         output_size=output_size, padding_mode=padding_mode, data_format=data_format,
-                        precision=precision, algorithm=algorithm, out_sharding=out_sharding)
+                        precision=precision, algorithm=algorithm, out_sharding=out_sharding,
+                        preferred_element_type=preferred_element_type)
 
 
 def conv3d_transpose(x: Array, weight: Array, bias: Array | None = None, stride: IntOrTuple = 1,
@@ -207,7 +216,7 @@ def conv3d_transpose(x: Array, weight: Array, bias: Array | None = None, stride:
                      *, output_padding: IntOrTuple = 0, output_size: IntOrTuple | None = None,
                      padding_mode: str = "zeros", data_format: str | None = None,
                      precision: lax.PrecisionLike = None, algorithm: str = "auto",
-                     out_sharding: OutSharding = None) -> Array:
+                     out_sharding: OutSharding = None, preferred_element_type: Any = None) -> Array:
   """`conv_transpose` for ``x`` of shape ``(N, C_in, D, H, W)``, ``weight`` ``(C_in, C_out // group, kD, kH, kW)``.
 
   ``padding`` is an int or ``(head, tail, top, bottom, left, right)``.
@@ -215,7 +224,8 @@ def conv3d_transpose(x: Array, weight: Array, bias: Array | None = None, stride:
   _check_rank(weight, 3)
   return conv_transpose(x, weight, bias, stride, pad_mode, padding, dilation, group, output_padding=output_padding,
                         output_size=output_size, padding_mode=padding_mode, data_format=data_format,
-                        precision=precision, algorithm=algorithm, out_sharding=out_sharding)
+                        precision=precision, algorithm=algorithm, out_sharding=out_sharding,
+                        preferred_element_type=preferred_element_type)
 
 
 _MINT_LAYOUTS = {1: ("L", "k"), 2: ("H, W", "kH, kW"), 3: ("D, H, W", "kD, kH, kW")}
@@ -242,12 +252,13 @@ def _mint_function(n: int):
                         groups: int = 1, dilation: IntOrSequence = 1, *, output_size: IntOrTuple | None = None,
                         padding_mode: str = "zeros", data_format: str | None = None,
                         precision: lax.PrecisionLike = None, algorithm: str = "auto",
-                        out_sharding: OutSharding = None) -> Array:
+                        out_sharding: OutSharding = None, preferred_element_type: Any = None) -> Array:
     _check_rank(weight, n)
     geometry = _arguments.mint_geometry(n, np.shape(weight)[2:], stride, padding, output_padding, groups, dilation,
                                         data_format, padding_mode)
     return _conv_transpose(input, weight, bias, geometry, precision, _arguments.checked_algorithm(algorithm),
-                           output_size, out_sharding)
+                           output_size, out_sharding, _arguments.floating_dtype(preferred_element_type,
+                                                                                "preferred_element_type"))
 
   spatial, kernel = _MINT_LAYOUTS[n]
   conv_transpose_nd.__name__ = conv_transpose_nd.__qualname__ = f"conv_transpose{n}d"
@@ -276,6 +287,7 @@ def _mint_function(n: int):
     precision: keyword-only; passed to `jax.lax.conv_general_dilated`.
     algorithm: keyword-only; ``'auto'`` (default), ``'dilated'``, ``'phase'`` or ``'hybrid'``.
     out_sharding: keyword-only; the output's sharding (see `conv_transpose`).
+    preferred_element_type: keyword-only; the output's dtype (see `conv_transpose`).
 
   Returns:
     ``(N, C_out, *out_spatial)`` in ``input``'s layout, in the promoted dtype of the operands.
@@ -294,9 +306,13 @@ conv_transpose3d = _mint_function(3)
 
 
 def _check_rank(weight: Any, n: int) -> None:
-  if np.ndim(weight) != n + 2:
-    raise ValueError(f"`weight` must have {n + 2} dimensions (C_in, C_out // group, {n} kernel sizes) for a "
-                     f"{n}-D transposed convolution, but got shape {np.shape(weight)}.")
+  shape = np.shape(weight)
+  if len(shape) != n + 2:
+    kernel = ", ".join(_MINT_LAYOUTS[n][1].split(", ")) if n in _MINT_LAYOUTS else f"{n} kernel sizes"
+    hint = (" That is the weight a legacy 1-D layer (`Conv1dTranspose`, MindSpore's `nn.Conv1dTranspose`) stores, "
+            "with a unit height: pass `weight[:, :, 0]`." if n == 1 and len(shape) == 4 and shape[2] == 1 else "")
+    raise ValueError(f"`weight` must have {n + 2} dimensions (C_in, C_out // group, {kernel}) for a {n}-D "
+                     f"transposed convolution, but got shape {shape}.{hint}")
 
 
 def computation_dtype(x: Any, weight: Any, bias: Any = None) -> np.dtype:
@@ -339,22 +355,35 @@ def _check_operands(x: Array, weight: Array, bias: Array | None, geometry: _argu
 
 def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _arguments.Geometry,
                     precision: lax.PrecisionLike, algorithm: str = "auto",
-                    output_size: IntOrTuple | None = None, out_sharding: _sharding.OutSharding = None) -> Array:
+                    output_size: IntOrTuple | None = None, out_sharding: _sharding.OutSharding = None,
+                    preferred_element_type: Any = None) -> Array:
   """The core: canonical arguments only, never re-validated beyond the operands' shapes (and
   ``output_size``, which needs the input's). The whole layer is one block for the sharding of its output
   (`convtranspose._sharding.sharded`)."""
   x, weight = jnp.asarray(x), jnp.asarray(weight)
   bias = None if bias is None else jnp.asarray(bias)
   n = weight.ndim - 2
-  if x.ndim not in (n + 1, n + 2):
+  if x.ndim < n + 1:
     layout = "(N, *spatial, C_in)" if geometry.channels_last else "(N, C_in, *spatial)"
-    raise ValueError(f"`x` must have {n + 2} dimensions {layout} with {n} spatial, or {n + 1} without N (one "
-                     f"unbatched example), to match a weight of shape {weight.shape}, but got shape {x.shape}.")
+    raise ValueError(f"`x` must have {n + 2} dimensions {layout} with {n} spatial, {n + 1} without N (one "
+                     f"unbatched example) or more, with several batch axes, to match a weight of shape "
+                     f"{weight.shape}, but got shape {x.shape}.")
+  if x.ndim > n + 2:  # several leading batch axes, as Flax's layers take them: one batch for the layer
+    if out_sharding is not None:
+      raise ValueError(f"`out_sharding` needs one batch axis, but `x` of shape {x.shape} has {x.ndim - n - 1}; "
+                       f"reshape it to (N, ...) first.")
+    batch_axes = x.shape[:x.ndim - n - 1]
+    y = _conv_transpose(x.reshape(-1, *x.shape[len(batch_axes):]), weight, bias, geometry, precision, algorithm,
+                        output_size, preferred_element_type=preferred_element_type)
+    return y.reshape(*batch_axes, *y.shape[1:])
   unbatched = x.ndim == n + 1
   if unbatched:
     x = x[None]
   out_channels = _check_operands(x, weight, bias, geometry, unbatched)
-  dtype = computation_dtype(x, weight, bias)
+  dtype = result_dtype = computation_dtype(x, weight, bias)
+  if preferred_element_type is not None:  # summed in the wider of the two; exact products of narrower operands
+    result_dtype = preferred_element_type
+    dtype = jnp.promote_types(dtype, preferred_element_type)
   x, weight = x.astype(dtype), weight.astype(dtype)
   in_spatial = tuple(x.shape[axis] for axis in data_axes(n, geometry.channels_last)[2:])
   if output_size is not None:
@@ -362,10 +391,14 @@ def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _argu
   out_spatial = geometry.output_shape(in_spatial)
   out_shape = batch_shape(x.shape[0], out_channels, out_spatial, geometry.channels_last)
 
+  # Sizes the rule may read; a symbolic one (`jax.export.symbolic_shape`) is unknown to it.
+  batch = x.shape[0] if _is_constant(x.shape[0]) else None
+  known_spatial = in_spatial if all(map(_is_constant, in_spatial)) else None
+  rows = None if batch is None or known_spatial is None else batch * math.prod(known_spatial)
+
   def compute(x: Array, weight: Array, *, platform: str) -> Array:
-    rows = x.shape[0] * int(np.prod(in_spatial))
     method = _COMPUTE[_choose_algorithm(algorithm, geometry, weight.shape[0], out_channels, dtype, platform, rows,
-                                        batch=x.shape[0], in_spatial=in_spatial)]
+                                        batch=batch, in_spatial=known_spatial)]
     if geometry.padding_mode == "zeros":
       return method(x, weight, geometry, out_spatial, precision, platform)
     # The zero-padded adjoint of the unpadded convolution, then the padding's adjoint.
@@ -392,7 +425,13 @@ def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _argu
   channel_axis = data_axes(n, geometry.channels_last)[1]
   y = _sharding.sharded(layer, x, weight, bias, out_shape=out_shape, channel_axis=channel_axis,
                         out_sharding=out_sharding)
+  y = y.astype(result_dtype)
   return y[0] if unbatched else y
+
+
+def _is_constant(size: Any) -> bool:
+  """Whether an array dimension is a number, not a symbolic expression of `jax.export.symbolic_shape`."""
+  return isinstance(size, (int, np.integer))
 
 
 def _by_platform(x: Array, weight: Array, compute) -> Array:

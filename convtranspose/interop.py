@@ -30,8 +30,10 @@ loaders here tell the two formats apart by the file's first bytes.
 """
 
 import binascii
+import io
 import math
 import os
+import zipfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -224,6 +226,7 @@ def load_mindspore_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     data = file.read()
   if _is_safetensors(data):
     return _load_safetensors(data, path)
+  _refuse_other_formats(data, path, "a MindSpore checkpoint")
   try:
     return _parse(memoryview(data))
   except _MalformedError as error:
@@ -252,8 +255,53 @@ def _is_safetensors(data: bytes) -> bool:
   return data[8:9] == b"{" and int.from_bytes(data[:8], "little") <= _SAFETENSORS_MAX_HEADER
 
 
+# Files people hand to the readers, told by their first bytes: what each is, and what reads it.
+_TORCH_FILE = ("{}; read it with `torch.load(path, weights_only=True)` and pass the state dict to "
+               "`convtranspose.interop.from_torch_state_dict`")
+_NUMPY_FILE = "a NumPy {}; read it with `numpy.load(path)`"
+_FORMATS = (
+    (b"\x93NUMPY", _NUMPY_FILE.format("`.npy` file")),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras `.h5`, say); read it with `h5py`"),
+    (b"\x80", _TORCH_FILE.format("a pickle (a PyTorch file of before 1.6, say)")),
+    (b"GGUF", "a GGUF file (llama.cpp); read it with the `gguf` package"),
+)
+
+
+def _file_format(data: bytes) -> str | None:
+  """What ``data`` is, if it is one of the formats people confuse with a checkpoint: a zip archive
+  (`torch.save`'s or `numpy.savez`'s, told apart by their entries), a pickle, ``.npy``, HDF5 or GGUF."""
+  if data[:4] == b"PK\x03\x04":
+    try:
+      with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = archive.namelist()
+    except Exception:  # a damaged archive: zipfile raises many kinds (a name not UTF-8, an unknown version)
+      return "a zip archive"
+    if any(name.endswith("data.pkl") for name in names):
+      return _TORCH_FILE.format("a PyTorch file (`torch.save`)")
+    if names and all(name.endswith(".npy") for name in names):
+      return _NUMPY_FILE.format("`.npz` archive (`numpy.savez`)")
+    return "a zip archive"
+  return next((what for magic, what in _FORMATS if data.startswith(magic)), None)
+
+
+def _refuse_other_formats(data: bytes, path: str | os.PathLike, expected: str) -> None:
+  """Raises ValueError naming what ``data`` is, if it is a format `_file_format` knows."""
+  what = _file_format(data)
+  if what is not None:
+    raise ValueError(f"{os.fspath(path)!r} is {what}, not {expected}.")
+
+
 def _load_safetensors(data: bytes, path: str | os.PathLike) -> dict[str, np.ndarray]:
   """The tensors of a safetensors file's bytes, by name in sorted order (the order of its header)."""
+  if not _is_safetensors(data):
+    _refuse_other_formats(data, path, "a safetensors file")
+    try:
+      _parse(memoryview(data))
+    except _MalformedError:
+      pass
+    else:
+      raise ValueError(f"{os.fspath(path)!r} is a MindSpore checkpoint (`.ckpt`); read it with "
+                       "`convtranspose.interop.load_mindspore_checkpoint`, not as a safetensors file.")
   try:
     tensors = safetensors.deserialize(data)
   except safetensors.SafetensorError as error:
@@ -373,10 +421,13 @@ def save_mindspore_checkpoint(params: Mapping[str, Any], path: str | os.PathLike
 
   Args:
     params: a (nested) mapping of names to arrays (``jax.Array``, NumPy, Python numbers) or strings, e.g. the
-      ``'params'`` of a Flax model's variables; or a Flax NNX model (or `flax.nnx.State`), whose `flax.nnx.Param`
-      values are saved under their attribute paths, the names MindSpore's Cells give them when the attributes
-      are named as the Cells were (``decoder.up1.weight``; list items as ``layers.0.weight``, as in a
-      ``SequentialCell``). Python ints and floats become Int64 and Float64.
+      ``'params'`` of a Flax model's variables, or its whole variables (``{'params': ..., 'batch_stats': ...}``);
+      or a Flax NNX model (or `flax.nnx.State`), whose `flax.nnx.Param` and `flax.nnx.BatchStat` values are
+      saved under their attribute paths, the names MindSpore's Cells give them when the attributes are named
+      as the Cells were (``decoder.up1.weight``; list items as ``layers.0.weight``, as in a
+      ``SequentialCell``). A BatchNorm's ``scale``, ``bias``, ``mean`` and ``var`` are saved as MindSpore's
+      ``gamma``, ``beta``, ``moving_mean`` and ``moving_variance``. Python ints and floats become Int64 and
+      Float64.
     path: the file to write.
     crc_check: append MindSpore's CRC-32 trailer, as ``save_checkpoint(..., crc_check=True)`` does (``.ckpt``
       only).
@@ -395,9 +446,9 @@ def save_mindspore_checkpoint(params: Mapping[str, Any], path: str | os.PathLike
   if format == "safetensors":
     if crc_check:
       raise ValueError("`crc_check` applies to the 'ckpt' format; a safetensors file has no CRC trailer.")
-    _save_safetensors(_parameter_tree(params), path, {"format": "ms"})
+    _save_safetensors(_parameter_tree(params, "mindspore"), path, {"format": "ms"})
     return
-  content = b"".join(message for name, value in _flatten(_parameter_tree(params))
+  content = b"".join(message for name, value in _flatten(_parameter_tree(params, "mindspore"))
                      for message in _messages(name, value))
   if crc_check:
     content += _CRC_MARK + binascii.crc32(content).to_bytes(10, "big")
@@ -415,21 +466,93 @@ def _is_nnx(value: Any) -> bool:
   return any(cls.__module__.startswith("flax.nnx") for cls in type(value).__mro__)
 
 
-def _parameter_tree(params: Any) -> Any:
-  """``params`` itself, or an NNX model's (or state's) parameters as a nested dict of arrays."""
-  if not _is_nnx(params):
-    return params
-  from flax import nnx  # only for an NNX model: this module needs no JAX otherwise
+# Flax's BatchNorm variables (linen's ``params`` and ``batch_stats``, NNX's `flax.nnx.Param` and
+# `flax.nnx.BatchStat`) under the names MindSpore's and PyTorch's BatchNorm layers give them.
+_BATCHNORM_NAMES = {
+    "mindspore": {"scale": "gamma", "bias": "beta", "mean": "moving_mean", "var": "moving_variance"},
+    "torch": {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"},
+}
+_BATCH_STATS = ("mean", "var")
 
-  state = params if isinstance(params, nnx.State) else nnx.state(params, nnx.Param)
-  return nnx.to_pure_dict(state)
+
+def _is_batchnorm(node: Any, names: Mapping[str, str]) -> bool:
+  """Whether a nested-dict node holds a BatchNorm's variables under ``names`` (its running statistics)."""
+  return isinstance(node, Mapping) and all(names[stat] in node for stat in _BATCH_STATS)
+
+
+def _renamed_batchnorms(tree: Any, names: Mapping[str, str]) -> Any:
+  """``tree`` with each BatchNorm's variables (a node holding ``mean`` and ``var``) renamed by ``names``."""
+  if not isinstance(tree, Mapping):
+    return tree
+  rename = _is_batchnorm(tree, {stat: stat for stat in _BATCH_STATS})
+  return {names.get(key, key) if rename else key: _renamed_batchnorms(value, names) for key, value in tree.items()}
+
+
+def _merged(trees: list[Mapping[str, Any]]) -> dict[str, Any]:
+  """Nested dicts merged into one (linen's collections share the module paths)."""
+  merged: dict[str, Any] = {}
+  for tree in trees:
+    for key, value in tree.items():
+      merged[key] = _merged([merged[key], value]) if isinstance(value, Mapping) and key in merged else value
+  return merged
+
+
+def _parameter_tree(params: Any, framework: str | None = None) -> Any:
+  """The values to save, as a nested dict: ``params`` itself; an NNX model's (or state's) parameters and batch
+  statistics; or linen's variables (``{'params': ..., 'batch_stats': ...}``) merged into one tree. With a
+  ``framework``, each BatchNorm's variables take that framework's names (`_BATCHNORM_NAMES`)."""
+  if _is_nnx(params):
+    from flax import nnx  # only for an NNX model: this module needs no JAX otherwise
+
+    state = params if isinstance(params, nnx.State) else nnx.state(params, (nnx.Param, nnx.BatchStat))
+    params = nnx.to_pure_dict(state)
+  elif isinstance(params, Mapping) and set(params) in ({"params"}, {"params", "batch_stats"}):
+    params = _merged([params["params"], params.get("batch_stats", {})])
+  return params if framework is None else _renamed_batchnorms(params, _BATCHNORM_NAMES[framework])
+
+
+def to_flax_variables(flat: Mapping[str, Any]) -> dict[str, Any]:
+  """Nests dotted names into Flax linen variables, ``{'params': ..., 'batch_stats': ...}``, with each
+  BatchNorm's values under Flax's names: MindSpore's ``gamma``, ``beta``, ``moving_mean``,
+  ``moving_variance`` (or PyTorch's ``weight``, ``bias``, ``running_mean``, ``running_var``; its
+  ``num_batches_tracked`` counter is left out) as ``params`` ``scale`` and ``bias`` and ``batch_stats``
+  ``mean`` and ``var``. Everything else goes to ``params`` as `to_flax_params` nests it.
+
+  >>> import numpy as np
+  >>> variables = to_flax_variables({'up.weight': np.ones((2, 3, 4, 4)), 'bn.gamma': np.ones(3),
+  ...                                'bn.beta': np.zeros(3), 'bn.moving_mean': np.zeros(3),
+  ...                                'bn.moving_variance': np.ones(3)})
+  >>> {name: sorted(tree['bn']) for name, tree in variables.items()}
+  {'params': ['bias', 'scale'], 'batch_stats': ['mean', 'var']}
+  """
+  def split(node: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    names = next((names for names in _BATCHNORM_NAMES.values() if _is_batchnorm(node, names)), None)
+    if names is not None:
+      flax_names = {theirs: ours for ours, theirs in names.items()}
+      node = {flax_names.get(key, key): value for key, value in node.items() if key != "num_batches_tracked"}
+      return ({key: value for key, value in node.items() if key not in _BATCH_STATS},
+              {key: node[key] for key in _BATCH_STATS})
+    params, stats = {}, {}
+    for key, value in node.items():
+      if isinstance(value, Mapping):
+        params[key], stats[key] = split(value)
+        stats = {key: value for key, value in stats.items() if value}
+      else:
+        params[key] = value
+    return params, stats
+
+  params, stats = split(to_flax_params(flat))
+  return {"params": params, "batch_stats": stats} if stats else {"params": params}
 
 
 def load_into_nnx(model: Any, params: Mapping[str, Any], *, strict: bool = True) -> tuple[list[str], list[str]]:
   """Sets a Flax NNX model's parameters from a MindSpore checkpoint or a PyTorch state dict, in place.
 
-  The counterpart of MindSpore's ``load_param_into_net``: each `flax.nnx.Param` of ``model`` takes the value
-  named by its attribute path (``decoder.up1.weight``; list items ``layers.0.weight``). Values keep the
+  The counterpart of MindSpore's ``load_param_into_net``: each `flax.nnx.Param` (and `flax.nnx.BatchStat`) of
+  ``model`` takes the value named by its attribute path (``decoder.up1.weight``; list items
+  ``layers.0.weight``); an `flax.nnx.BatchNorm`'s ``scale``, ``bias``, ``mean`` and ``var`` take MindSpore's
+  ``gamma``, ``beta``, ``moving_mean`` and ``moving_variance`` (PyTorch's ``weight``, ``bias``,
+  ``running_mean``, ``running_var`` and Flax's own names are read too; they are reported under MindSpore's). Values keep the
   parameter's sharding. Between floating dtypes a value is cast to the parameter's dtype, as MindSpore's
   ``load_param_into_net`` casts (a float32 checkpoint into a bfloat16 model); any other difference raises.
 
@@ -452,8 +575,20 @@ def load_into_nnx(model: Any, params: Mapping[str, Any], *, strict: bool = True)
   import jax.numpy as jnp
   from flax import nnx  # imported here: the rest of this module needs no JAX
 
-  values = dict(_flatten(params))
-  targets = {".".join(map(str, path)): node for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Param)}
+  nodes = list(nnx.iter_graph(model))
+  batchnorms = {path for path, node in nodes if isinstance(node, nnx.BatchNorm)}
+  targets, aliases = {}, {}  # MindSpore's names; PyTorch's and Flax's for a BatchNorm's variables
+  for path, node in nodes:
+    if isinstance(node, nnx.Param | nnx.BatchStat):
+      *module, leaf = map(str, path)
+      if tuple(path[:-1]) in batchnorms and leaf in _BATCHNORM_NAMES["mindspore"]:
+        ours = _BATCHNORM_NAMES["mindspore"][leaf]
+        for alias in (leaf, _BATCHNORM_NAMES["torch"][leaf]):
+          aliases[".".join([*module, alias])] = ".".join([*module, ours])
+        leaf = ours
+      targets[".".join([*module, leaf])] = node
+  given = dict(_flatten(params))
+  values = {aliases.get(name, name): value for name, value in given.items()}
   missing = [name for name in targets if name not in values]
   if strict and missing:
     listed = f"{sorted(values)[:20]}{' ...' if len(values) > 20 else ''}"
@@ -465,14 +600,29 @@ def load_into_nnx(model: Any, params: Mapping[str, Any], *, strict: bool = True)
     value, current = values[name], variable[...]
     if tuple(np.shape(value)) != tuple(current.shape):
       raise ValueError(f"`params`: {name!r} has shape {tuple(np.shape(value))}, but the model's parameter has "
-                       f"shape {tuple(current.shape)}.")
+                       f"shape {tuple(current.shape)}.{_unit_height_hint(np.shape(value), current.shape)}")
     dtype = np.asarray(value).dtype
     if dtype != current.dtype and not (jnp.issubdtype(dtype, jnp.floating)
                                        and jnp.issubdtype(current.dtype, jnp.floating)):
       raise TypeError(f"`params`: {name!r} has dtype {dtype}, but the model's parameter has dtype "
                       f"{current.dtype}; only floating dtypes are cast.")
     variable[...] = jax.device_put(jnp.asarray(value, current.dtype), getattr(current, "sharding", None))
-  return missing, [name for name in values if name not in targets]
+  return missing, [name for name in given if aliases.get(name, name) not in targets]
+
+
+def _unit_height_hint(given: tuple[int, ...], wanted: tuple[int, ...]) -> str:
+  """What to pass when a 1-D weight arrives in the other framework's shape: PyTorch's ``(C_in, C_out // g, k)``
+  for a legacy 1-D layer's ``(C_in, C_out // g, 1, k)``, or the other way."""
+  given, wanted = tuple(given), tuple(wanted)
+  if len(given) == 3 and wanted == (*given[:2], 1, given[2]):
+    return (" It is PyTorch's 1-D weight; the legacy 1-D layers (`Conv1dTranspose`) store MindSpore's unit height: "
+            "read the state dict with `from_torch_state_dict(..., unit_height=True)`, or build the model from "
+            "`ConvTranspose1d`, which stores PyTorch's shape.")
+  if len(wanted) == 3 and given == (*wanted[:2], 1, wanted[2]):
+    return (" It is a legacy 1-D layer's weight, with MindSpore's unit height; the model's layer "
+            "(`ConvTranspose1d`) stores PyTorch's shape: drop the axis (`unit_height=False`), e.g. "
+            "`weight[:, :, 0]`.")
+  return ""
 
 
 def to_flax_params(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -509,18 +659,18 @@ def to_flax_params(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def from_torch_state_dict(state_dict: Mapping[str, Any] | str | os.PathLike, *,
-                          unit_height: bool = True) -> dict[str, Any]:
+                          unit_height: bool = False) -> dict[str, Any]:
   """A PyTorch ``state_dict`` as a Flax parameter tree for this library's modules (linen's ``'params'``, or
   the values `load_into_nnx` sets in an NNX model); also read from a safetensors file (Hugging Face's
   ``model.safetensors``).
 
   ``torch.nn.ConvTranspose{1,2,3}d`` store ``weight`` as ``(C_in, C_out // groups, *kernel)`` and ``bias`` as
   ``(C_out,)``, the layout of MindSpore's layers and ours, so the names are nested (see `to_flax_params`) and
-  the tensors turned into NumPy arrays (bfloat16 as ``ml_dtypes.bfloat16``). One shape may change: MindSpore's
-  legacy 1-D layers (`convtranspose.Conv1dTranspose`) store their weight with a unit height,
-  ``(C_in, C_out // group, 1, k)``, so with ``unit_height`` every 3-D tensor named ``weight`` (a 1-D
-  convolution's) gains that axis; the mint vocabulary's `convtranspose.ConvTranspose1d` stores PyTorch's
-  shape (``unit_height=False``). The mint layers (`convtranspose.ConvTranspose2d`, ...) take PyTorch's
+  the tensors turned into NumPy arrays (bfloat16 as ``ml_dtypes.bfloat16``), in PyTorch's shapes. One shape may
+  change on request: MindSpore's legacy 1-D layers (`convtranspose.Conv1dTranspose`) store their weight with a
+  unit height, ``(C_in, C_out // group, 1, k)``, so with ``unit_height=True`` every 3-D tensor named ``weight``
+  (a 1-D convolution's) gains that axis; the mint vocabulary's `convtranspose.ConvTranspose1d` stores
+  PyTorch's shape, the default here as in `save_torch_state_dict`. The mint layers (`convtranspose.ConvTranspose2d`, ...) take PyTorch's
   arguments as they are; for the legacy ones, ``padding=p`` -> ``pad_mode='pad', padding=p``, ``groups`` ->
   ``group``, ``bias`` -> ``has_bias``, and ``output_padding`` and ``dilation`` keep their names.
 
@@ -528,7 +678,7 @@ def from_torch_state_dict(state_dict: Mapping[str, Any] | str | os.PathLike, *,
     state_dict: ``{'decoder.up1.weight': torch.Tensor, ...}``, e.g. ``torch_model.state_dict()`` (NumPy arrays
       too), or the path of a safetensors file holding one (``safetensors.torch.save_file``,
       `save_torch_state_dict`).
-    unit_height: give 3-D weights MindSpore's unit height (for the legacy 1-D layers). Default True.
+    unit_height: give 3-D weights MindSpore's unit height (for the legacy 1-D layers). Default False.
 
   Returns:
     ``{'decoder': {'up1': {'weight': numpy.ndarray, ...}}}``.
@@ -581,5 +731,5 @@ def save_torch_state_dict(params: Any, path: str | os.PathLike, *, unit_height: 
     one_d_weight = np.ndim(value) == 4 and np.shape(value)[2] == 1 and name.rsplit(".", 1)[-1] == "weight"
     return np.asarray(value)[:, :, 0] if unit_height and one_d_weight else value
 
-  flat = {name: converted(name, value) for name, value in _flatten(_parameter_tree(params))}
+  flat = {name: converted(name, value) for name, value in _flatten(_parameter_tree(params, "torch"))}
   _save_safetensors(flat, path, {"format": "pt"})

@@ -83,6 +83,9 @@ class _MindSporeNn(_ConvTranspose):
     padding_mode: ``'zeros'`` (default), ``'circular'``, ``'reflect'`` or ``'replicate'``: the layer is the
       adjoint of the forward convolution that pads with ``jnp.pad`` in that mode; see
       `convtranspose.conv_transpose`.
+    preferred_element_type: the output's dtype, and at least the accumulation's, as Flax NNX's layers take it
+      (e.g. float32 with bfloat16 operands); None (default) is the computation dtype. See
+      `convtranspose.conv_transpose`.
 
   Every argument is checked at construction, raising MindSpore's exception types. The input may lack the
   batch axis (one unbatched example); the output then lacks it too.
@@ -117,6 +120,7 @@ class _BiasThenOutputPadding(_MindSporeNn):
   algorithm: str = "auto"
   logical_axes: bool = False
   padding_mode: str = "zeros"
+  preferred_element_type: Any = None
 
 
 class Conv1dTranspose(_BiasThenOutputPadding):
@@ -206,6 +210,7 @@ class Conv3dTranspose(_MindSporeNn):
   algorithm: str = "auto"
   logical_axes: bool = False
   padding_mode: str = "zeros"
+  preferred_element_type: Any = None
 
   num_spatial_dims: ClassVar[int] = 3
 
@@ -242,6 +247,8 @@ class _Mint(_ConvTranspose):
       `convtranspose.initializers.resolve` takes; None (default) draws mint's (and PyTorch's)
       ``U(-sqrt(k), sqrt(k))``, ``k = groups / (C_out * prod(kernel_size))``.
     bias_init: keyword-only. Initializer of ``bias``; None (default) draws from the same ``U(-sqrt(k), sqrt(k))``.
+    preferred_element_type: keyword-only. The output's dtype, and at least the accumulation's, as Flax NNX's
+      layers take it; None (default) is the computation dtype. See `convtranspose.conv_transpose`.
 
   Every argument is checked at construction, raising the exception types MindSpore's mint raises (mint
   accepts some invalid values, a negative ``padding`` or an ``output_padding`` out of range, at construction and
@@ -270,6 +277,7 @@ class _Mint(_ConvTranspose):
   logical_axes: bool = False
   weight_init: initializers.InitLike | None = None
   bias_init: initializers.InitLike | None = None
+  preferred_element_type: Any = None
 
 
 class ConvTranspose1d(_Mint):

@@ -68,13 +68,13 @@ class _ConvTranspose(nnx.Module):
   def __init__(self, *args: Any, rngs: nnx.Rngs, **kwargs: Any):
     bound = self._arguments.bind(*args, **kwargs)
     bound.apply_defaults()
-    # Lists (mint takes them) as tuples: NNX keeps non-array attributes in the graph definition, hashed.
-    arguments = {name: tuple(value) if isinstance(value, list) else value for name, value in bound.arguments.items()}
-    for name, value in arguments.items():
-      if name not in _CONSTRUCTION_ONLY:
-        setattr(self, name, value)
-    _, parameters = _layers.describe(types.SimpleNamespace(**arguments), self.linen.vocabulary,
+    # Read as given, by the reader the linen module uses (the legacy vocabulary refuses lists, as MindSpore).
+    _, parameters = _layers.describe(types.SimpleNamespace(**bound.arguments), self.linen.vocabulary,
                                      self.linen.num_spatial_dims)
+    for name, value in bound.arguments.items():
+      if name not in _CONSTRUCTION_ONLY:
+        # Lists (mint takes them) as tuples: NNX keeps non-array attributes in the graph definition, hashed.
+        setattr(self, name, tuple(value) if isinstance(value, list) else value)
 
     def param(init, shape, axes) -> nnx.Param:
       metadata = {_SHARDING_METADATA: axes} if parameters.logical_axes else {}

@@ -6,9 +6,10 @@ import pathlib
 
 # Keras 3 (tests/test_convert.py) on JAX, whatever the machine's Keras configuration says; set before any import.
 os.environ["KERAS_BACKEND"] = "jax"
-# The test extra installs jaxlib's compile-only CUDA and TPU plugins (tests/test_accelerator_programs.py); with
-# JAX_PLATFORMS=cpu they register their topologies without looking for a device. On a machine with a GPU, set
-# JAX_PLATFORMS (e.g. "cuda,cpu") to run the suite there; several test workers may then each load libtpu.
+# The accelerator-tests extra installs jaxlib's compile-only CUDA and TPU plugins (tests/test_accelerator_programs.py,
+# `pytest -m accelerators`, in their own environment); with JAX_PLATFORMS=cpu they register their topologies
+# without looking for a device. On a machine with a GPU, set JAX_PLATFORMS (e.g. "cuda,cpu") to run the suite
+# there; several test workers may then each load libtpu.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 

@@ -19,6 +19,9 @@ import pytest
 import convtranspose as ct
 from convtranspose import _arguments, functional
 
+# Run in the environment with the `accelerator-tests` extra: `pytest -m accelerators` (the README's test command).
+pytestmark = pytest.mark.accelerators
+
 HERE = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(HERE))
 SPEC = importlib.util.spec_from_file_location("accelerator_programs", HERE / "accelerator_programs.py")

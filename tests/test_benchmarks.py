@@ -87,3 +87,50 @@ def test_readme_quotes_the_results_file():
   expected = (f"{dcgan['ours NCHW']:.0f} ms against Flax's {dcgan['flax']:.0f} ms; PyTorch "
               f"{dcgan['torch CL']:.0f} ms")
   assert expected in re.sub(r"\s+", " ", readme), expected
+
+
+DASH = "\N{EN DASH}"  # the page's ranges
+
+
+def _low(value: float) -> str:
+  return f"{value:.4f}" if value < 0.01 else f"{value:.2f}"
+
+
+def test_the_speed_page_quotes_the_results_files():
+  """Every cell of the speed page's two CPU tables, and its worst layer's times, are the results files' (the
+  page once said 1.65x where `cpu-fp32.json` says 1.28x, and 79 ms for 111)."""
+  import json
+  import re
+  import statistics
+
+  root = pathlib.Path(__file__).resolve().parent.parent
+  page = re.sub(r"\s+", " ", (root / "docs" / "speed.md").read_text())
+  for dtype in ("fp32", "bf16"):
+    rows = json.loads((root / "benchmarks" / "results" / f"cpu-{dtype}.json").read_text())["rows"]
+    cells = {}
+    for pass_ in ("forward", "train"):
+      chosen = [row for row in rows if row["pass_"] == pass_]
+      floor = [row["ratio_to_best_peer"]["XLA matmul floor"] for row in chosen]
+      above = f"{'above 1 on ' if (dtype, pass_) == ('fp32', 'forward') else ''}{sum(r > 1 for r in floor)}"
+      cells[pass_, "floor"] = (f"{statistics.geometric_mean(floor):.2f}x ({min(floor):.2f}{DASH}{max(floor):.2f}; "
+                               f"{above} of {len(floor)})")
+      nchw, nhwc = (statistics.geometric_mean(row["ratio_to_best_peer"][f"ours {layout}"] for row in chosen)
+                    for layout in ("NCHW", "NHWC"))
+      cells[pass_, "ours"] = f"{nchw:.2f}x (NHWC {nhwc:.2f}x)"
+      if dtype == "fp32":
+        for peer in ("flax", "lax", "ours dilated", "torch", "torch CL"):
+          ratios = [(row["ms"]["ours NCHW"] / row["ms"][peer], row["layer"].replace("->", "\N{RIGHTWARDS ARROW}")) for row in chosen]
+          worst = max(ratios)
+          cell = (f"{statistics.geometric_mean(r for r, _ in ratios):.2f}x ({_low(min(ratios)[0])}{DASH}{worst[0]:.2f}; "
+                  f"{worst[1]})")
+          assert cell in page, (peer, pass_, cell)
+    for kind in ("floor", "ours"):
+      row = f"| {dtype}: {'XLA matmul floor' if kind == 'floor' else 'ours (NCHW)'} / best peer | "
+      expected = f"{row}{cells['forward', kind]} | {cells['train', kind]} |"
+      assert expected in page, expected
+  worst = next(row["ms"] for row in json.loads((root / "benchmarks" / "results" / "cpu-fp32.json").read_text())[
+      "rows"] if row["pass_"] == "train" and row["layer"] == "output 4x32->3 128x128 k7 s1")
+  expected = (f"(training step {worst['ours NCHW']:.0f} ms, Flax {worst['flax']:.0f}, PyTorch channels-last "
+              f"{worst['torch CL']:.0f})")
+  assert expected in page, expected
+  assert f"the XLA matmul floor alone ({worst['XLA matmul floor']:.0f} ms)" in page

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 from hypothesis import assume, given, settings
 from jax import export, lax
 
@@ -467,11 +468,65 @@ def test_zero_batch_and_zero_length_inputs():
 # Errors at call time.
 
 
-@pytest.mark.parametrize("shape", [(8, 8), (1, 1, 3, 8, 8)])
+@pytest.mark.parametrize("shape", [(8, 8), (8,)])
 def test_wrong_input_rank(shape):
-  with pytest.raises(ValueError, match=r"`x` must have 4 dimensions .* or 3 without N .* got shape " +
+  with pytest.raises(ValueError, match=r"`x` must have 4 dimensions .* 3 without N .* got shape " +
                      re.escape(str(shape))):
     ct.conv2d_transpose(jnp.ones(shape), jnp.ones((3, 2, 2, 2)))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_several_leading_batch_axes_as_flax_takes_them(channels_last):
+  """Flax's layers take ``(*batch, *spatial, features)`` (its own tests feed ``(2, 5, 8, 3)`` to a 1-D layer);
+  so do ours, in both layouts, the function and the modules, ``output_size`` a whole shape included. PyTorch,
+  given the batch axes flattened, is the oracle."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 5, 8, 3) if channels_last else (2, 5, 3, 8)).astype(np.float32)
+  weight, bias = rng.normal(size=(3, 4, 3)).astype(np.float32), rng.normal(size=(4,)).astype(np.float32)
+  flat = torch.from_numpy(x.reshape(10, *x.shape[2:]))
+  expected = torch.nn.functional.conv_transpose1d(flat.transpose(1, 2) if channels_last else flat,
+                                                  torch.from_numpy(weight), torch.from_numpy(bias), stride=2,
+                                                  padding=1, output_padding=1).numpy()  # (10, 4, L)
+  if channels_last:
+    expected = expected.transpose(0, 2, 1)
+  expected = expected.reshape(2, 5, *expected.shape[1:])
+  data_format = "NLC" if channels_last else None
+  y = ct.conv_transpose1d(x, weight, bias, stride=2, padding=1, output_padding=1, data_format=data_format)
+  assert_close(y, expected)
+  assert_close(ct.conv_transpose1d(x, weight, bias, stride=2, padding=1, data_format=data_format,
+                                   output_size=expected.shape), expected)
+  module = ct.ConvTranspose1d(3, 4, 3, stride=2, padding=1, output_padding=1, data_format=data_format)
+  assert_close(module.apply({"params": {"weight": weight, "bias": bias}}, x), expected)
+  layer = ct.nnx.ConvTranspose1d(3, 4, 3, stride=2, padding=1, output_padding=1, data_format=data_format,
+                                 rngs=nnx.Rngs(0))
+  layer.weight[...], layer.bias[...] = weight, bias
+  assert_close(layer(x), expected)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_preferred_element_type_sums_bfloat16_products_in_float32(algorithm):
+  """Flax NNX's ``preferred_element_type``: bfloat16 operands, a float32 result, their products summed in
+  float32; float64 PyTorch on the same bfloat16 values is the oracle, at float32's rounding (a bfloat16
+  result is off by bfloat16's)."""
+  rng = np.random.default_rng(0)
+  x, weight = (jnp.asarray(rng.normal(size=shape), jnp.bfloat16) for shape in ((2, 16, 6, 6), (16, 8, 3, 3)))
+  expected = torch.nn.functional.conv_transpose2d(*(torch.from_numpy(np.asarray(a, np.float64)) for a in (x, weight)),
+                                                  stride=2, padding=1, output_padding=1).numpy()
+  call = functools.partial(ct.conv_transpose2d, x, weight, stride=2, padding=1, output_padding=1, algorithm=algorithm)
+  y = call(preferred_element_type=jnp.float32)
+  assert y.dtype == jnp.float32
+  np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+  assert call().dtype == jnp.bfloat16
+  assert np.max(np.abs(np.asarray(call(), np.float64) - expected)) > 1e-3  # bfloat16's rounding, for contrast
+  layer = ct.nnx.ConvTranspose2d(16, 8, 3, stride=2, padding=1, output_padding=1, bias=False, dtype=jnp.bfloat16,
+                                 preferred_element_type=jnp.float32, algorithm=algorithm, rngs=nnx.Rngs(0))
+  layer.weight[...] = weight
+  np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
+  legacy = ct.Conv2dTranspose(16, 8, 3, 2, "pad", 1, output_padding=1, param_dtype=jnp.bfloat16,
+                              preferred_element_type=jnp.float32, algorithm=algorithm)
+  np.testing.assert_allclose(legacy.apply({"params": {"weight": weight}}, x), expected, rtol=1e-5, atol=1e-5)
+  with pytest.raises(TypeError, match="`preferred_element_type` must be a floating dtype"):
+    ct.nnx.ConvTranspose2d(16, 8, 3, preferred_element_type=jnp.int32, rngs=nnx.Rngs(0))
 
 
 def test_wrong_channel_count():
@@ -611,6 +666,30 @@ def test_an_export_for_cpu_and_gpu_computes_the_layer_on_cpu():
   exported = _exported(layer, x, weight, platforms=("cpu", "cuda"))
   assert exported.platforms == ("cpu", "cuda")
   np.testing.assert_array_equal(exported.call(x, weight), layer(x, weight))
+
+
+# The custom call behind `_phase._interleave_batch_minor`'s layout pin on TPU; XLA implements it, but `jax.export`
+# vouches only for the targets it lists, so an export that includes TPU names it.
+TPU_LAYOUT_PIN = export.DisabledSafetyCheck.custom_call("LayoutConstraint")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("algorithm", ["auto", *ALGORITHMS])
+def test_an_export_with_symbolic_batch_and_spatial_sizes_computes_the_layer(n, algorithm):
+  """`jax.export` with a symbolic batch and symbolic spatial sizes, for every platform at once: the algorithm
+  rule reads sizes it cannot compare as unknown (it raised `InconclusiveDimensionOperation` on ``'b' >= '8'``).
+  Called here at two batch sizes and two input sizes, it equals the direct call, bit for bit (the CPU branch)."""
+  weight = jax.random.normal(jax.random.key(1), (4, 3, *(3,) * n))
+  layer = functools.partial(ct.conv_transpose, weight=weight, stride=2, pad_mode="pad", padding=1,
+                            output_padding=1, algorithm=algorithm)
+  shape = export.symbolic_shape(", ".join(["b", "4", *(f"l{axis}" for axis in range(n))]))
+  exported = export.export(jax.jit(layer), platforms=("cpu", "cuda", "tpu"), disabled_checks=[TPU_LAYOUT_PIN])(
+      jax.ShapeDtypeStruct(shape, jnp.float32))
+  for batch, length in ((1, 5), (3, 4)):
+    x = jax.random.normal(jax.random.key(batch), (batch, 4, *(length,) * n))
+    y = exported.call(x)
+    assert y.shape == (batch, 3, *(2 * length,) * n)
+    np.testing.assert_array_equal(y, layer(x))
 
 
 def test_phase_gradients_equal_dilated_gradients_in_a_module():

@@ -336,6 +336,47 @@ def test_bad_safetensors_raise_value_error_naming_the_file(content, problem, tmp
       load(path)
 
 
+def _write_wrong_file(kind: str, path: pathlib.Path) -> None:
+  """A file of ``kind``, written by the library its users write it with."""
+  state = {"up.weight": torch.ones(2, 3, 4)}
+  if kind == "torch":
+    torch.save(state, path)
+  elif kind == "torch-legacy":
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+  elif kind in ("npz", "npy"):
+    with open(path, "wb") as file:  # as given: NumPy adds no suffix to a file object
+      if kind == "npz":
+        np.savez(file, weight=np.ones(3))
+      else:
+        np.save(file, np.ones(3))
+  elif kind == "ckpt":
+    interop.save_mindspore_checkpoint({"up": {"weight": np.ones((2, 3, 4), np.float32)}}, path)
+
+
+@pytest.mark.parametrize(
+    "kind, readers, said",
+    [
+        ("torch", "both", r"a PyTorch file \(`torch.save`\); read it with `torch.load\(path, weights_only=True\)` and "
+                          r"pass the state dict to `convtranspose.interop.from_torch_state_dict`"),
+        ("torch-legacy", "both", r"a pickle \(a PyTorch file of before 1.6, say\); read it with `torch.load"),
+        ("npz", "both", r"a NumPy `.npz` archive \(`numpy.savez`\); read it with `numpy.load\(path\)`"),
+        ("npy", "both", r"a NumPy `.npy` file; read it with `numpy.load\(path\)`"),
+        ("ckpt", "safetensors", r"a MindSpore checkpoint \(`.ckpt`\); read it with "
+                                r"`convtranspose.interop.load_mindspore_checkpoint`, not as a safetensors file"),
+    ],
+)
+def test_a_file_of_another_format_is_named(kind, readers, said, tmp_path):
+  """A `.pt` or `.npz` given to the checkpoint reader said "found field 10 of wire type 0", and a `.pt` given
+  to the safetensors reader "header too large"; each now says what the file is and what reads it."""
+  path = tmp_path / "weights"
+  _write_wrong_file(kind, path)
+  loads = {"checkpoint": interop.load_mindspore_checkpoint, "safetensors": interop.from_torch_state_dict}
+  for reader, load in loads.items():
+    if readers in ("both", reader):
+      with pytest.raises(ValueError, match=rf"^'{path}' is {said}"):
+        load(path)
+
+
 @pytest.mark.parametrize("path", SAFETENSORS, ids=[p.name for p in SAFETENSORS])
 def test_every_safetensors_truncation_raises_value_error(path, tmp_path):
   data, truncated = path.read_bytes(), tmp_path / "t.safetensors"
@@ -398,7 +439,8 @@ def test_fuzzed_files_load_or_raise_value_error(path, tmp_path):
       loaded = interop.load_mindspore_checkpoint(mutated)
     except ValueError as error:
       assert str(error).startswith(repr(str(mutated)))
-      assert "byte offset" in str(error) or "safetensors" in str(error)
+      # a checkpoint's byte offset, a safetensors problem, or the format the bytes are (a torch or NumPy zip)
+      assert any(part in str(error) for part in ("byte offset", "safetensors", "not a MindSpore checkpoint."))
       outcomes["ValueError"] += 1
     else:
       assert all(isinstance(v, np.ndarray) for v in loaded.values())
@@ -413,7 +455,8 @@ def test_fuzzed_files_load_or_raise_value_error(path, tmp_path):
 def _torch_params(name: str, suffix: str) -> dict:
   """A PyTorch fixture's parameters: the state dict ``torch.save`` wrote, or the path of its safetensors file."""
   path = FIXTURES / f"torch_{name}.{suffix}"
-  return interop.from_torch_state_dict(torch.load(path, weights_only=True) if suffix == "pt" else path)
+  return interop.from_torch_state_dict(torch.load(path, weights_only=True) if suffix == "pt" else path,
+                                       unit_height=True)  # the fixtures' models are built of the legacy layers
 
 
 @pytest.mark.parametrize("suffix", ["pt", "safetensors"])
@@ -439,7 +482,7 @@ def test_saved_torch_state_dict_is_pytorchs(name, tmp_path):
   """What `save_torch_state_dict` writes from a linen tree and from an NNX model, `safetensors.torch.load_file`
   reads as PyTorch's own state dict: its names, shapes (the legacy 1-D layers' unit height dropped) and values."""
   state_dict = torch.load(FIXTURES / f"torch_{name}.pt", weights_only=True)
-  params = interop.from_torch_state_dict(state_dict)
+  params = interop.from_torch_state_dict(state_dict, unit_height=True)
   model, _, _ = _model(TORCH, name)
   net = NNXNet(model.rank, model.layers, rngs=nnx.Rngs(0))
   interop.load_into_nnx(net, params)
@@ -453,17 +496,37 @@ def test_saved_torch_state_dict_is_pytorchs(name, tmp_path):
     assert _metadata(path) == {"format": "pt"}
 
 
-def test_torch_1d_weights_keep_pytorchs_shape_for_the_mint_layers():
+def test_torch_1d_weights_keep_pytorchs_shape_by_default():
+  """PyTorch's layout for PyTorch files, both ways: the default reads and writes PyTorch's 1-D weight as it
+  is (reading once gave it MindSpore's unit height while writing kept it), which the mint layer stores."""
   weight = torch.randn(4, 3, 5)
-  params = interop.from_torch_state_dict({"up.weight": weight}, unit_height=False)
+  params = interop.from_torch_state_dict({"up.weight": weight, "up.bias": torch.zeros(3)})
   np.testing.assert_array_equal(params["up"]["weight"], weight.numpy())
+  layer = ct.nnx.ConvTranspose1d(4, 3, 5, rngs=nnx.Rngs(0))
+  assert interop.load_into_nnx(layer, {"weight": params["up"]["weight"], "bias": params["up"]["bias"]}) == ([], [])
   with pytest.raises(TypeError, match="`unit_height` must be a bool"):
     interop.from_torch_state_dict({"up.weight": weight}, unit_height=0)
 
 
+def test_a_1d_weight_in_the_other_shape_names_what_to_pass():
+  weight = np.ones((4, 3, 5), np.float32)
+  legacy = ct.nnx.Conv1dTranspose(4, 3, 5, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"has shape \(4, 3, 5\), but the model's parameter has shape \(4, 3, 1, 5\)\. "
+                                       r"It is PyTorch's 1-D weight.*`from_torch_state_dict\(\.\.\., unit_height=True\)`"):
+    interop.load_into_nnx(legacy, {"weight": weight}, strict=False)
+  mint = ct.nnx.ConvTranspose1d(4, 3, 5, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"It is a legacy 1-D layer's weight.*`weight\[:, :, 0\]`"):
+    interop.load_into_nnx(mint, {"weight": weight[:, :, None]}, strict=False)
+  with pytest.raises(ValueError, match=r"`weight` must have 3 dimensions \(C_in, C_out // group, k\) for a 1-D "
+                                       r"transposed convolution, but got shape \(4, 3, 1, 5\)\. That is the weight a "
+                                       r"legacy 1-D layer .* pass `weight\[:, :, 0\]`"):
+    ct.conv1d_transpose(np.ones((1, 4, 6), np.float32), weight[:, :, None])
+
+
 def test_torch_bfloat16_and_1d_weights():
   weight = torch.randn(4, 3, 5).to(torch.bfloat16)
-  params = interop.from_torch_state_dict({"up.weight": weight, "up.bias": torch.ones(3, dtype=torch.bfloat16)})
+  params = interop.from_torch_state_dict({"up.weight": weight, "up.bias": torch.ones(3, dtype=torch.bfloat16)},
+                                        unit_height=True)
   assert params["up"]["weight"].dtype == ml_dtypes.bfloat16 and params["up"]["weight"].shape == (4, 3, 1, 5)
   np.testing.assert_array_equal(params["up"]["weight"][:, :, 0].astype(np.float32), weight.float().numpy())
   assert params["up"]["bias"].shape == (3,)
@@ -518,3 +581,72 @@ def test_orbax_saves_and_restores_linen_and_nnx_parameters_sharded(tmp_path):
   np.testing.assert_array_equal(fresh.weight[...], net.weight[...])
   np.testing.assert_array_equal(outputs[1], outputs[0])
   np.testing.assert_array_equal(outputs[3], outputs[2])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A whole model: MindSpore's DCGAN generator with BatchNorm (`tests/fixtures/make_generator.py`).
+
+
+class NNXGenerator(nnx.Module):
+  def __init__(self, rngs: nnx.Rngs):
+    self.up1 = ct.nnx.Conv2dTranspose(8, 6, 4, 2, "pad", 1, rngs=rngs)
+    self.bn1 = nnx.BatchNorm(6, use_running_average=True, momentum=0.9, epsilon=1e-5, rngs=rngs)  # MindSpore's
+    self.up2 = ct.nnx.Conv2dTranspose(6, 3, 4, 2, "pad", 1, has_bias=True, rngs=rngs)
+
+  def __call__(self, x):
+    h = nnx.relu(self.bn1(self.up1(x).transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2))
+    return self.up2(h)  # the fixture leaves out the generator's Tanh
+
+
+class LinenGenerator(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    h = ct.Conv2dTranspose(8, 6, 4, 2, "pad", 1, name="up1")(x).transpose(0, 2, 3, 1)
+    h = nn.BatchNorm(use_running_average=True, momentum=0.9, epsilon=1e-5, name="bn1")(h).transpose(0, 3, 1, 2)
+    return ct.Conv2dTranspose(6, 3, 4, 2, "pad", 1, has_bias=True, name="up2")(nn.relu(h))
+
+
+def test_a_generator_with_batchnorm_round_trips_through_mindspores_names(tmp_path):
+  """MindSpore's BatchNorm names its variables ``gamma``, ``beta``, ``moving_mean``, ``moving_variance``; an NNX
+  model and linen variables load them (the running statistics included), reproduce MindSpore's output, and
+  save them back under the same names (NNX's ``mean``/``var`` were dropped on save and unused on load)."""
+  flat = interop.load_mindspore_checkpoint(FIXTURES / "mindspore_generator.ckpt")
+  golden = np.load(FIXTURES / "mindspore_generator.npz")
+  assert {"bn1.moving_mean", "bn1.moving_variance", "bn1.gamma", "bn1.beta"} <= set(flat)
+
+  model = NNXGenerator(nnx.Rngs(0))
+  assert interop.load_into_nnx(model, flat) == ([], [])
+  assert_close(model(golden["x"]), golden["y"])
+  variables = interop.to_flax_variables(flat)
+  assert_close(LinenGenerator().apply(variables, golden["x"]), golden["y"])
+
+  for source, name in ((model, "nnx.ckpt"), (variables, "linen.ckpt"), (model, "nnx.safetensors")):
+    interop.save_mindspore_checkpoint(source, tmp_path / name)
+    saved = interop.load_mindspore_checkpoint(tmp_path / name)
+    assert sorted(saved) == sorted(flat)
+    for key, value in flat.items():
+      np.testing.assert_array_equal(saved[key], value)
+
+  reloaded = NNXGenerator(nnx.Rngs(1))
+  interop.load_into_nnx(reloaded, interop.load_mindspore_checkpoint(tmp_path / "nnx.ckpt"))
+  assert_close(reloaded(golden["x"]), golden["y"])
+
+
+def test_batchnorm_names_of_pytorch_and_flax_load_too(tmp_path):
+  """A PyTorch state dict's BatchNorm (``running_mean``, ``num_batches_tracked``) loads into the same NNX model,
+  and `save_torch_state_dict` writes PyTorch's names, which ``torch.nn.BatchNorm2d`` loads."""
+  flat = interop.load_mindspore_checkpoint(FIXTURES / "mindspore_generator.ckpt")
+  model = NNXGenerator(nnx.Rngs(0))
+  interop.load_into_nnx(model, flat)
+  interop.save_torch_state_dict(model, tmp_path / "g.safetensors")
+  state_dict = safetensors.torch.load_file(tmp_path / "g.safetensors")
+  assert {"bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var"} <= set(state_dict)
+  batchnorm = torch.nn.BatchNorm2d(6)
+  batchnorm.load_state_dict({key[4:]: value for key, value in state_dict.items() if key.startswith("bn1.")},
+                            strict=False)
+  torch.testing.assert_close(batchnorm.running_var, torch.from_numpy(flat["bn1.moving_variance"]))
+  state_dict["bn1.num_batches_tracked"] = torch.tensor(3)
+  fresh = NNXGenerator(nnx.Rngs(2))
+  assert interop.load_into_nnx(fresh, interop.from_torch_state_dict(state_dict)) == ([], ["bn1.num_batches_tracked"])
+  np.testing.assert_array_equal(fresh.bn1.var[...], flat["bn1.moving_variance"])
+  assert interop.load_into_nnx(fresh, nnx.to_pure_dict(nnx.state(model, (nnx.Param, nnx.BatchStat)))) == ([], [])

@@ -140,7 +140,7 @@ def test_output_size_and_state_dict_like_pytorch(framework):
     kwargs = dict(in_channels=4, out_channels=2, kernel_size=3, stride=2, padding=1)
     reference = _torch_layer(n, kwargs, n)
     x = np.random.default_rng(n).normal(size=(1, 4, *(5,) * n)).astype(np.float32)
-    params = ct.interop.from_torch_state_dict(reference.state_dict(), unit_height=False)
+    params = ct.interop.from_torch_state_dict(reference.state_dict())
     layer = build(framework, f"ConvTranspose{n}d", *kwargs.values(), x=x)
     if framework == "linen":
       layer.variables = {"params": params}

@@ -162,7 +162,8 @@ def test_constructor_order_and_defaults(cls, defaults):
   fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name")]
   names = order.replace("in out", "in_channels out_channels").split()
   assert fields[:len(names)] == names and fields[len(names):] == ["dtype", "param_dtype", "precision", "algorithm",
-                                                                  "logical_axes", "padding_mode"]
+                                                                  "logical_axes", "padding_mode",
+                                                                  "preferred_element_type"]
   net = cls(2, 4, 3)
   assert (net.stride, net.pad_mode, net.padding, net.dilation, net.group, net.output_padding, net.has_bias,
           net.weight_init, net.bias_init, net.data_format) == (1, "same", 0, 1, 1, 0, False, "normal", "zeros",

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import torch
 from flax import nnx
 from jax.sharding import AxisType, PartitionSpec
 
@@ -76,6 +77,10 @@ def test_same_arguments_same_layer_as_linen(name):
         ("ConvTranspose2d", dict(groups=3), ValueError, r"`in_channels` \(=2\) must be divisible by `groups`"),
         ("ConvTranspose3d", dict(stride=(1, 2)), ValueError, "`stride` must be an int, or a tuple or list of 1 or 3"),
         ("ConvTranspose1d", dict(algorithm="fast"), ValueError, "`algorithm` must be one of"),
+        # MindSpore's legacy layers take no list (NNX once read it as a tuple, linen refused it).
+        ("Conv2dTranspose", dict(kernel_size=[3, 3]), TypeError, r"`kernel_size` must be an int or a tuple of 2 "
+                                                                 r"ints, but got \[3, 3\] of type list"),
+        ("Conv2dTranspose", dict(pad_mode="pad", padding=[1, 1, 1, 1]), TypeError, "`padding` must be an int or"),
     ],
 )
 @pytest.mark.parametrize("framework", ["linen", "nnx"])
@@ -86,6 +91,25 @@ def test_errors_at_construction_in_both_frameworks(framework, name, kwargs, erro
       getattr(ct, name)(**arguments)
     else:
       getattr(ct.nnx, name)(**arguments, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("framework", ["linen", "nnx"])
+def test_the_mint_layers_take_lists_in_both_frameworks(framework):
+  arguments = dict(in_channels=2, out_channels=4, kernel_size=[3, 2], stride=[2, 1], padding=[1, 0],
+                   output_padding=[1, 0], dilation=[1, 2])
+  x = jax.random.normal(jax.random.key(0), (1, 2, 5, 5))
+  if framework == "linen":
+    layer = ct.ConvTranspose2d(**arguments)
+    weight = layer.init(jax.random.key(1), x)["params"]["weight"]
+    y = layer.apply({"params": {"weight": weight, "bias": jnp.zeros(4)}}, x)
+  else:
+    layer = ct.nnx.ConvTranspose2d(**arguments, rngs=nnx.Rngs(1))
+    weight = layer.weight[...]
+    layer.bias[...] = jnp.zeros(4)
+    y = layer(x)
+  expected = torch.nn.functional.conv_transpose2d(torch.from_numpy(np.asarray(x)), torch.from_numpy(
+      np.asarray(weight)), None, (2, 1), (1, 0), (1, 0), 1, (1, 2)).numpy()
+  assert_close(y, expected)
 
 
 def _net():

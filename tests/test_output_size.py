@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 
 import convtranspose as ct
 from conftest import assert_close
@@ -103,10 +104,23 @@ def test_unreachable_sizes_name_the_range(pad_mode, padding, size, message):
     net.apply(net.init(jax.random.key(0), x), x, output_size=size)
 
 
-def test_output_size_and_output_padding_are_exclusive():
-  with pytest.raises(ValueError, match=r"`output_size` and `output_padding` both set the extra rows"):
-    ct.conv2d_transpose(jnp.ones((1, 1, 5, 5)), jnp.ones((1, 1, 4, 4)), None, 2, "pad", 1, output_padding=1,
-                        output_size=(11, 11))
+@pytest.mark.parametrize("size", [[5, 5], [6, 5], [6, 6]])
+def test_output_size_decides_over_output_padding_and_may_be_a_list(size):
+  """PyTorch's ``forward(x, output_size)`` ignores the layer's ``output_padding`` and takes a list (MindSpore's
+  ``mint`` page too); ours raised on both."""
+  torch.manual_seed(0)
+  torch_layer = torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1)
+  x = np.random.default_rng(0).normal(size=(2, 4, 3, 3)).astype(np.float32)
+  expected = torch_layer(torch.from_numpy(x), output_size=size).detach().numpy()
+  assert expected.shape == (2, 6, *size)
+  params = {"weight": torch_layer.weight.detach().numpy(), "bias": torch_layer.bias.detach().numpy()}
+  module = ct.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1)
+  assert_close(module.apply({"params": params}, x, output_size=size), expected)
+  nnx_module = ct.nnx.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, rngs=nnx.Rngs(0))
+  nnx_module.weight[...], nnx_module.bias[...] = params["weight"], params["bias"]
+  assert_close(nnx_module(x, output_size=size), expected)
+  assert_close(ct.conv_transpose2d(x, *params.values(), stride=2, padding=1, output_padding=1, output_size=size),
+               expected)
 
 
 def test_same_mode_accepts_its_own_size():

@@ -20,11 +20,25 @@ def test_demo_prints_the_seed_example_shape():
   assert "convtranspose:            (1, 1, 5, 24)" in result.stdout
 
 
+def test_the_demo_says_nothing_of_cuda_or_tpus_in_the_test_environment():
+  """The accelerator compilers live in their own environment: in this one (the test extra, a CPU host, no
+  JAX_PLATFORMS set) no JAX process reports a missing CUDA driver or TPU, as about 30 lines did."""
+  environment = {key: value for key, value in os.environ.items() if key not in ("JAX_PLATFORMS",
+                                                                                   "ALLOW_MULTIPLE_LIBTPU_LOAD")}
+  result = subprocess.run([sys.executable, "-m", "convtranspose"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600, env=environment)
+  assert result.returncode == 0, result.stderr
+  noise = [line for line in result.stderr.splitlines() if any(word in line for word in ("CUDA", "cuda", "TPU", "tpu"))]
+  assert not noise, result.stderr
+
+
 def test_readme_has_the_two_commands_and_ci_runs_the_test_command():
   readme = (ROOT / "README.md").read_text()
   ci = (ROOT / ".ci" / "run").read_text()
   demo = "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/python -m convtranspose"
-  tests = "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest -n 2"
+  tests = ("python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest -n 2 && "
+           "python3 -m venv .venv-accelerators && .venv-accelerators/bin/pip install -e '.[accelerator-tests]' && "
+           ".venv-accelerators/bin/python -m pytest -n 2 -m accelerators")
   assert demo in readme and tests in readme
   assert tests in ci
 
