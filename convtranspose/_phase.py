@@ -2,9 +2,11 @@
 
 One stride-1 convolution of the undilated input with ``prod(stride)`` times the output channels, one block
 per output phase, interleaved (depth-to-space) and cropped (`convtranspose._shapes.phase_plan` has the
-arithmetic). It never multiplies the inserted zeros and never builds the dilated input; where the kernel's
-taps do not tile the stride (``k % s != 0`` without dilation) the phase kernel holds zeros, up to ``s * K / k``
-more multiply-adds per dimension. Its convolution is a forward convolution of the input, and its gradients
+arithmetic). It never multiplies the inserted zeros and never builds the dilated input. Where the kernel's
+taps do not tile the stride (``k % s != 0``, or a dilation) the phases differ in the kernel positions that
+hold their taps; each group of phases with the same positions is its own product (`_products_of_tap_runs`), so
+that no position without a tap is multiplied: a zero there would make an infinite or NaN input NaN in outputs
+the layer does not reach from it. Its convolution is a forward convolution of the input, and its gradients
 are XLA's ordinary ones (on GPU cuDNN's backward-data and backward-filter kernels); with groups it is a matrix
 product batched over the groups on every platform (`convtranspose._grouped`). On CPU it is one matrix product
 (`padded_convolution`): of the input's patches (im2col), or, for layers with few output channels, of the input
@@ -13,6 +15,7 @@ and, where every phase has one tap, multiplied as a matrix product (`_tpu_produc
 """
 
 import functools
+import itertools
 from typing import Any
 
 import jax
@@ -49,17 +52,76 @@ def phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: t
   used = [sorted({phase for phase, _ in plan.taps}) for plan in plans]
   kernel = phase_kernel(weight, geometry, plans, used)
   group, out_per_group = geometry.group, weight.shape[1]
-  padding = [plan.padding for plan in plans]
+  on_cpu = platform == "cpu"
 
+  def product(kernel: Array, padding: list[tuple[int, int]], dilation: tuple[int, ...]) -> tuple[Array, bool]:
+    if platform == "tpu":
+      return _tpu_product(x, kernel, padding, group, precision, geometry.channels_last, dilation), False
+    y = padded_convolution(x, kernel, padding, group, precision, on_cpu=on_cpu,
+                           channels_last=geometry.channels_last, dilation=dilation)
+    return y, result_is_channels_first(kernel, group, on_cpu, geometry.channels_last)
+
+  y, first = _products_of_tap_runs(kernel, plans, used, group, product)
   if platform == "tpu":
-    y = _tpu_product(x, kernel, padding, group, precision, geometry.channels_last)
     return _interleave_batch_minor(y, plans, used, geometry.stride, out_spatial, group, out_per_group,
                                    geometry.channels_last)
-  on_cpu = platform == "cpu"
-  y = padded_convolution(x, kernel, padding, group, precision, on_cpu=on_cpu, channels_last=geometry.channels_last)
-  first = result_is_channels_first(kernel, group, on_cpu, geometry.channels_last)
   y = interleave(y, plans, used, geometry.stride, out_spatial, group, out_per_group, channels_first=first)
   return jnp.moveaxis(y, -1, 1) if not (geometry.channels_last or first) else y
+
+
+def _products_of_tap_runs(kernel: Array, plans: list[_shapes.PhasePlan], used: list[list[int]], group: int,
+                          product) -> tuple[Array, bool]:
+  """The phases' products, ``(N, *Q, M)`` (or ``(N, M, *Q)`` if the returned flag says channels-first), one
+  per combination of the dimensions' tap runs (`convtranspose._shapes.tap_runs`), so that no kernel
+  position without a tap is multiplied: ``product(kernel, padding, dilation)`` of each run's taps, the
+  phases' blocks then put back in order. A layer whose taps tile the stride has one run: one product.
+
+  The kernel ``(*K, C // G, G * prod(P) * C_out // G)`` keeps, per run, the positions ``start + step * u``
+  and its phases' columns; the input padding ``(lo, hi)`` becomes ``(lo - start, hi - (K - 1 - last))``
+  (``last`` the run's last position), so that every block has the same ``Q`` rows.
+  """
+  n = len(plans)
+  runs = [_shapes.tap_runs(plan, phases) for plan, phases in zip(plans, used)]
+  if all(len(dim) == 1 and dim[0].count == plan.kernel_size for dim, plan in zip(runs, plans)):
+    return product(kernel, [plan.padding for plan in plans], (1,) * n)
+  columns = (group, *map(len, used), -1)
+  blocks = {}
+  for combination in itertools.product(*(range(len(dim)) for dim in runs)):
+    chosen = [dim[i] for dim, i in zip(runs, combination)]
+    block = kernel.reshape(*kernel.shape[:n + 1], *columns)
+    for axis, run in enumerate(chosen):
+      block = jnp.take(block, np.arange(run.count) * run.step + run.start, axis=axis)
+      block = jnp.take(block, np.asarray(run.phases), axis=n + 2 + axis)
+    block = block.reshape(*block.shape[:n + 1], -1)
+    padding = [(lo - run.start, hi - (plan.kernel_size - 1 - run.start - run.step * (run.count - 1)))
+               for (lo, hi), run, plan in zip((plan.padding for plan in plans), chosen, plans)]
+    blocks[combination] = product(block, padding, tuple(run.step for run in chosen))
+  first = all(channels_first for _, channels_first in blocks.values())
+
+  def phases_axis(axis: int) -> int:  # the phase axis of dimension `axis` in a block's shape
+    return (2 if first else n + 2) + axis
+
+  def as_blocks(y: Array, channels_first: bool, chosen: list[_shapes.TapRun]) -> Array:
+    """A product's columns as ``(G, *P_run, C // G)``, in the assembled layout."""
+    if channels_first and not first:
+      y = jnp.moveaxis(y, 1, -1)
+    shape = (group, *(len(run.phases) for run in chosen), -1)
+    return y.reshape(y.shape[0], *shape, *y.shape[2:]) if first else y.reshape(*y.shape[:-1], *shape)
+
+  def assembled(prefix: tuple[int, ...]) -> Array:  # dimensions from len(prefix) on, runs side by side
+    axis = len(prefix)
+    if axis == n:
+      y, channels_first = blocks[prefix]
+      return as_blocks(y, channels_first, [dim[i] for dim, i in zip(runs, prefix)])
+    parts = [assembled((*prefix, i)) for i in range(len(runs[axis]))]
+    y = jnp.concatenate(parts, axis=phases_axis(axis))
+    order = [phase for run in runs[axis] for phase in run.phases]
+    if order != sorted(order):
+      y = jnp.take(y, np.argsort(order), axis=phases_axis(axis))
+    return y
+
+  y = assembled(())  # (N, G, *P, C // G, *Q) or (N, *Q, G, *P, C // G)
+  return (y.reshape(y.shape[0], -1, *y.shape[-n:]) if first else y.reshape(*y.shape[:n + 1], -1)), first
 
 
 def interleave(y: Array, plans: list[_shapes.PhasePlan], used: list[list[int]], stride: tuple[int, ...],
@@ -96,7 +158,7 @@ def _with_empty_phases(y: Array, used: list[list[int]], stride: tuple[int, ...],
 
 
 def _tpu_product(x: Array, kernel: Array, padding: list[tuple[int, int]], group: int,
-                 precision: lax.PrecisionLike, channels_last: bool) -> Array:
+                 precision: lax.PrecisionLike, channels_last: bool, dilation: tuple[int, ...]) -> Array:
   """The phases' product on TPU, channels-last ``(N, *Q, M)``: a matrix product where every phase has one
   tap (``K = 1``: ``k == s``, the U-Net upsampling layers), else the stride-1 convolution.
 
@@ -106,7 +168,8 @@ def _tpu_product(x: Array, kernel: Array, padding: list[tuple[int, int]], group:
   """
   n = kernel.ndim - 2
   if group != 1 or any(k != 1 for k in kernel.shape[:n]):
-    return padded_convolution(x, kernel, padding, group, precision, on_cpu=False, channels_last=channels_last)
+    return padded_convolution(x, kernel, padding, group, precision, on_cpu=False, channels_last=channels_last,
+                              dilation=dilation)
   return jnp.dot(_padded_channels_last(x, padding, channels_last), kernel.reshape(kernel.shape[n:]),
                  precision=precision)
 
@@ -177,10 +240,12 @@ def phase_kernel(weight: Array, geometry: _arguments.Geometry, plans: list[_shap
 
 
 def padded_convolution(x: Array, kernel: Array, padding: list[tuple[int, int]], group: int,
-                       precision: lax.PrecisionLike, on_cpu: bool, channels_last: bool = True) -> Array:
+                       precision: lax.PrecisionLike, on_cpu: bool, channels_last: bool = True,
+                       dilation: tuple[int, ...] | None = None) -> Array:
   """Stride-1 convolution of ``x`` padded by ``padding`` (negative values crop): ``x`` ``(N, *L, C)``, or
-  ``(N, C, *L)`` unless ``channels_last``; ``kernel`` ``(*K, C // G, M)``; the result ``(N, *Q, M)``,
-  channels-last (``(N, M, *Q)`` where `result_is_channels_first`), ``y[p] = sum_t x_padded[p + t] @ kernel[t]``.
+  ``(N, C, *L)`` unless ``channels_last``; ``kernel`` ``(*K, C // G, M)``, its taps spaced by ``dilation``
+  ``e`` (default 1); the result ``(N, *Q, M)``, channels-last (``(N, M, *Q)`` where
+  `result_is_channels_first`), ``y[p] = sum_t x_padded[p + e * t] @ kernel[t]``.
 
   Two matrix-product forms serve the CPU (one group), whichever moves less data (`multiplies_first`):
 
@@ -207,6 +272,7 @@ def padded_convolution(x: Array, kernel: Array, padding: list[tuple[int, int]], 
   with the padded copy (49 MiB of temporaries), 5 ms without (24 MiB).
   """
   n = kernel.ndim - 2
+  dilation = dilation or (1,) * n
   if multiplies_first(kernel.shape[-1], kernel.shape[-2], group, on_cpu):
     taps, (channels, columns) = int(np.prod(kernel.shape[:n])), kernel.shape[n:]
     matrix = jnp.moveaxis(kernel.reshape(taps, channels, columns), 0, 1).reshape(channels, taps * columns)
@@ -223,11 +289,13 @@ def padded_convolution(x: Array, kernel: Array, padding: list[tuple[int, int]], 
     zero = jnp.zeros((), product.dtype)
     terms = []
     for t, tap in enumerate(np.ndindex(*kernel.shape[:n])):
-      spatial = [(lo - start, hi - (k - 1 - start), 0) for (lo, hi), k, start in zip(padding, kernel.shape[:n], tap)]
+      spatial = [(lo - e * start, hi - e * (k - 1 - start), 0)
+                 for (lo, hi), k, start, e in zip(padding, kernel.shape[:n], tap, dilation)]
       config = [(0, 0, 0), *spatial, (0, 0, 0)] if channels_last else [(0, 0, 0), (0, 0, 0), *spatial]
       terms.append(lax.pad(lax.index_in_dim(product, t, tap_axis, keepdims=False), zero, config))
     return functools.reduce(jnp.add, terms).astype(x.dtype)
-  return valid_convolution(_padded_channels_last(x, padding, channels_last), kernel, group, precision, on_cpu)
+  return valid_convolution(_padded_channels_last(x, padding, channels_last), kernel, group, precision, on_cpu,
+                           dilation)
 
 
 def _padded_channels_last(x: Array, padding: list[tuple[int, int]], channels_last: bool) -> Array:
@@ -248,8 +316,10 @@ def multiplies_first(columns: int, channels: int, group: int, on_cpu: bool) -> b
   return on_cpu and group == 1 and columns < channels
 
 
-def valid_convolution(x: Array, kernel: Array, group: int, precision: lax.PrecisionLike, on_cpu: bool) -> Array:
-  """Stride-1 unpadded convolution, channels-last: ``x`` ``(N, *L, C)``, ``kernel`` ``(*K, C // G, M)``.
+def valid_convolution(x: Array, kernel: Array, group: int, precision: lax.PrecisionLike, on_cpu: bool,
+                      dilation: tuple[int, ...] | None = None) -> Array:
+  """Stride-1 unpadded convolution, channels-last: ``x`` ``(N, *L, C)``, ``kernel`` ``(*K, C // G, M)``, its
+  taps spaced by ``dilation`` (default 1).
 
   On CPU, with one group and two or more spatial dimensions, it is one matrix product of the patches,
   ``y[p, m] = sum_{t, c} x[p + t, c] * kernel[t, c, m]``, the ``prod(K)`` shifted windows of ``x``
@@ -266,21 +336,23 @@ def valid_convolution(x: Array, kernel: Array, group: int, precision: lax.Precis
   The product holds ``prod(K)`` copies of the input. Elsewhere it is XLA's convolution (cuDNN on GPU), except
   with groups, which are matrix products on every platform (`convtranspose._grouped.convolution`).
   """
-  if group > 1:
-    return _grouped.convolution(x, kernel, group, precision, accumulation=accumulation_type(x.dtype))
   n = kernel.ndim - 2
-  lengths = [length - k + 1 for length, k in zip(x.shape[1:-1], kernel.shape[:n])]
+  dilation = dilation or (1,) * n
+  if group > 1:
+    return _grouped.convolution(x, kernel, group, precision, dilation, accumulation=accumulation_type(x.dtype))
+  lengths = [length - e * (k - 1) for length, k, e in zip(x.shape[1:-1], kernel.shape[:n], dilation)]
   accumulation = accumulation_type(x.dtype)
   if (n >= 2 or accumulation) and on_cpu:
+    starts = [[e * t for t, e in zip(tap, dilation)] for tap in np.ndindex(*kernel.shape[:n])]
     windows = [lax.slice(x, (0, *start, 0), (x.shape[0], *(s + q for s, q in zip(start, lengths)), x.shape[-1]))
-               for start in np.ndindex(*kernel.shape[:n])]  # tap-major, as the kernel's (*K, C) rows
+               for start in starts]  # tap-major, as the kernel's (*K, C) rows
     patches = jnp.concatenate(windows, axis=-1)
     y = jnp.dot(patches.reshape(-1, patches.shape[-1]), kernel.reshape(-1, kernel.shape[-1]), precision=precision,
                 preferred_element_type=accumulation)
     return y.astype(x.dtype).reshape(x.shape[0], *lengths, kernel.shape[-1])
   data_spec = data_axes(n, channels_last=True)
   return lax.conv_general_dilated(
-      x, kernel, window_strides=(1,) * n, padding=[(0, 0)] * n,
+      x, kernel, window_strides=(1,) * n, padding=[(0, 0)] * n, rhs_dilation=dilation,
       dimension_numbers=lax.ConvDimensionNumbers(lhs_spec=data_spec, rhs_spec=(n + 1, n, *range(n)),
                                                  out_spec=data_spec),
       precision=precision)

@@ -158,6 +158,44 @@ def phase_plan(input_length: int, kernel_size: int, stride: int, dilation: int, 
   )
 
 
+class TapRun(NamedTuple):
+  """Phases of one dimension whose taps sit at the same phase-kernel positions, ``start + step * u`` for
+  ``u`` in ``[0, count)``; see `tap_runs`."""
+
+  phases: tuple[int, ...]
+  start: int
+  count: int
+  step: int
+
+
+def tap_runs(plan: PhasePlan, used: Sequence[int]) -> list[TapRun]:
+  """The ``used`` phases of one dimension grouped by the positions of the phase kernel that hold their taps.
+
+  Phase ``r``'s taps are ``j = j_0 + u * s / g`` (``g = gcd(d, s)``), at offsets ``m_j = m_{j_0} + u * d / g``:
+  an arithmetic run of positions with step ``d / g``. Phases whose runs agree share one stride-1 convolution
+  with a kernel of ``count`` taps dilated by ``step``, so that no position without a tap is multiplied (a
+  zero there times an infinite or NaN input would be NaN where the layer has no term at all). Where the taps
+  tile the stride (``k % s == 0``, no dilation) there is one run, every position of every phase.
+
+  Args:
+    plan: the dimension's `PhasePlan`.
+    used: the phases holding a tap, in order.
+
+  Returns:
+    `TapRun` s in the order of their first phase; ``phases`` index into ``used``.
+
+  >>> plan = phase_plan(4, 3, 2, 1, (1, 1), 7)  # k = 3, s = 2: phase 0 has taps at both positions, phase 1 at one
+  >>> tap_runs(plan, [0, 1])
+  [TapRun(phases=(0,), start=0, count=2, step=1), TapRun(phases=(1,), start=1, count=1, step=1)]
+  """
+  runs: dict[tuple[int, int, int], list[int]] = {}
+  for index, phase in enumerate(used):
+    positions = sorted(position for tap_phase, position in plan.taps if tap_phase == phase)
+    step = positions[1] - positions[0] if len(positions) > 1 else 1
+    runs.setdefault((positions[0], len(positions), step), []).append(index)
+  return [TapRun(tuple(phases), *key) for key, phases in runs.items()]
+
+
 def phase_kernel_size(kernel_size: int, stride: int, dilation: int) -> int:
   """``K = (k - 1) * d // s + 1``: the positions each phase's kernel has (see `phase_plan`).
 

@@ -538,13 +538,17 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   13 strided layers of ``benchmarks/accelerator_programs.py``): ``'hybrid'``, the phases' value (a matrix
   product where every phase has one tap, `_phase._tpu_product`; a batch-minor depth-to-space,
   `_phase._interleave_batch_minor`) with the adjoint's derivatives, where its two copies pay for themselves:
-  one group, one or two dimensions, a tap in every phase (not ``k = 3, d = s = 2``), at least 8 examples in
+  one group, one or two dimensions, every phase with a tap at every position of the phase kernel (not
+  ``k = 3, s = 2``, whose phases become separate products so that their kernels' holes multiply nothing, nor
+  ``k = 3, d = s = 2``), at least 8 examples in
   two dimensions (XLA tiles the depth-to-space by ``(N, 128)``; 4 examples fill half of each tile), and an
   output of at least 3x the kernel's values (on 32x256->128 8x8, whose output has 2x, moving the kernel
   costs as much as the phase product). ``'dilated'`` elsewhere: one convolution with the dilation inside, as
   Flax's. Ours over Flax, forward / training step, v6e then v5e: 16x256->128 32x32 k4 s2 0.45 / 0.35, 1.07 /
-  0.66; 8x128->64 32x32 k2 s2 0.68 / 0.41, 1.07 / 0.55; 8x64->32 L1024 k8 s4 0.39 / 0.30, 0.83 / 0.30;
-  8x128->64 16x16 k3 s2 (holes) 0.81 / 0.68, 1.86 / 0.67. The phases' value loses 4x128->128 32x32 k3 s2
+  0.66; 8x128->64 32x32 k2 s2 0.68 / 0.41, 1.07 / 0.55; 8x64->32 L1024 k8 s4 0.39 / 0.30, 0.83 / 0.30.
+  8x128->64 16x16 k3 s2 took the phases' value at 0.81 / 0.68 while the phase kernels held zeros; split by
+  their taps' positions it costs 54k cycles against the reference's 30k / 36k (v6e), so it takes the
+  reference. The phases' value loses 4x128->128 32x32 k3 s2
   (1.81 / 2.48, 1.74 / 2.05), 4x21->21 16x16 (1.04 / 0.90, 1.28 / 0.90), 2x32->16 8^3 (1.97 / 0.78, 2.16 /
   0.70), 32x256->128 8x8 (1.56 / 1.14, 2.68 / 1.13) and k3 s2 d2 (1.02 / 0.93, 1.73 / 0.93). One TPU
   program serves every generation (`lax.platform_dependent` knows the platform, not the chip), so the rule
@@ -572,7 +576,9 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   if platform == "tpu" and geometry.group > 1:  # both as matrix products (`_grouped`): the phases' do less
     return "phase"
   if platform == "tpu":  # the phases' value where its two copies pay: moving the kernel, depth-to-space
-    every_phase = geometry.phase_count() == math.prod(geometry.stride)
+    # Every phase with a tap at every position: one product (where they differ, `_phase` makes one per group
+    # of phases, so that no position without a tap is multiplied: several kernels, dearer than the reference).
+    every_phase = geometry.phase_count() == math.prod(geometry.stride) and not geometry.phase_holes()
     output_values = (rows or 0) * math.prod(geometry.stride) * out_channels
     weight_values = in_channels * out_channels // geometry.group * math.prod(geometry.kernel_size)
     full_tiles = len(geometry.stride) == 1 or batch is None or batch >= 8

@@ -11,10 +11,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import convtranspose as ct
 from conftest import assert_close, standard_normal
 from convtranspose import functional
 from test_functional import apply, layer_forward, layers, random_operands
@@ -97,3 +100,44 @@ def test_vmap_bias_and_padding_modes_equal_the_cpu_branch(monkeypatch, platform,
   for w, y in zip(weights, batched):
     assert_close(y, layer(x, w, bias))  # the batched program differs from the unbatched one in rounding
   jax.tree.map(assert_close, (batched, grads), expected)
+
+
+# Layers whose phase kernels have holes: k % s != 0, a dilation sharing no factor with the stride (taps two
+# positions apart within a phase), a dilation at stride 1, output_padding.
+HOLES = {
+    1: dict(kernel=3, stride=2, padding=1, dilation=3, output_padding=0),
+    2: dict(kernel=3, stride=2, padding=1, dilation=1, output_padding=1),
+    3: dict(kernel=3, stride=1, padding=2, dilation=2, output_padding=0),
+}
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["channels-first", "channels-last"])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_nan_and_inf_reach_the_outputs_they_reach_in_pytorch(monkeypatch, n, channels_last):
+  """One NaN, one +Inf and one -Inf input value reach exactly the outputs they reach in PyTorch, with its
+  signs, for every algorithm as computed for CPU, GPU and TPU: the phase kernels' holes multiply nothing (they
+  once made one NaN pixel of a k3 s2 layer 16 NaN outputs per channel, and an Inf 56 NaNs)."""
+  layer = HOLES[n]
+  rng = np.random.default_rng(n)
+  x = rng.normal(size=(2, 3, *(5,) * n)).astype(np.float32)
+  x[(0, 0, *(1,) * n)] = np.nan
+  x[(0, 1, *(3,) * n)] = np.inf
+  x[(1, 2, *(2,) * n)] = -np.inf
+  weight = rng.normal(size=(3, 4, *(layer["kernel"],) * n)).astype(np.float32)
+  expected = getattr(torch.nn.functional, f"conv_transpose{n}d")(
+      torch.from_numpy(x), torch.from_numpy(weight), stride=layer["stride"], padding=layer["padding"],
+      output_padding=layer["output_padding"], dilation=layer["dilation"]).numpy()
+  assert np.isnan(expected).any() and np.isposinf(expected).any() and np.isneginf(expected).any()
+  data = jnp.moveaxis(x, 1, -1) if channels_last else x
+  data_format = ("NLC", "NHWC", "NDHWC")[n - 1] if channels_last else None
+  for platform in ("cpu", "gpu", "tpu"):
+    run_as(monkeypatch, platform)
+    for algorithm in ALGORITHMS:
+      y = getattr(ct, f"conv_transpose{n}d")(data, weight, stride=layer["stride"], padding=layer["padding"],
+                                             output_padding=layer["output_padding"], dilation=layer["dilation"],
+                                             data_format=data_format, algorithm=algorithm)
+      y = np.asarray(jnp.moveaxis(y, -1, 1) if channels_last else y)
+      for mask in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(mask(y), mask(expected), err_msg=f"{platform} {algorithm} {mask.__name__}")
+      finite = np.isfinite(expected)
+      assert_close(np.where(finite, y, 0), np.where(finite, expected, 0))
