@@ -308,7 +308,7 @@ conv_transpose3d = _mint_function(3)
 def _check_rank(weight: Any, n: int) -> None:
   shape = np.shape(weight)
   if len(shape) != n + 2:
-    kernel = ", ".join(_MINT_LAYOUTS[n][1].split(", ")) if n in _MINT_LAYOUTS else f"{n} kernel sizes"
+    kernel = _MINT_LAYOUTS[n][1] if n in _MINT_LAYOUTS else f"{n} kernel sizes"
     hint = (" That is the weight a legacy 1-D layer (`Conv1dTranspose`, MindSpore's `nn.Conv1dTranspose`) stores, "
             "with a unit height: pass `weight[:, :, 0]`." if n == 1 and len(shape) == 4 and shape[2] == 1 else "")
     raise ValueError(f"`weight` must have {n + 2} dimensions (C_in, C_out // group, {kernel}) for a {n}-D "

@@ -134,3 +134,26 @@ def test_the_speed_page_quotes_the_results_files():
               f"{worst['torch CL']:.0f})")
   assert expected in page, expected
   assert f"the XLA matmul floor alone ({worst['XLA matmul floor']:.0f} ms)" in page
+  bf16 = [row for row in json.loads((root / "benchmarks" / "results" / "cpu-bf16.json").read_text())["rows"]]
+  ratios = {(pass_, peer): [row["ms"]["ours NCHW"] / row["ms"][peer] for row in bf16 if row["pass_"] == pass_]
+            for pass_ in ("forward", "train") for peer in ("flax", "lax", "torch CL")}
+  mean = {key: statistics.geometric_mean(values) for key, values in ratios.items()}
+  for expected in (f"forward {mean['forward', 'flax']:.2f}x Flax's and {mean['forward', 'lax']:.2f}x lax's time "
+                   f"({_low(min(ratios['forward', 'lax']))}{DASH}{max(ratios['forward', 'lax']):.2f},",
+                   f"training step {mean['train', 'flax']:.2f}x (at most {max(ratios['train', 'lax']):.2f}x,",
+                   f"channels-last {mean['forward', 'torch CL']:.2f}x forward and {mean['train', 'torch CL']:.2f}x "
+                   f"training step"):
+    assert expected in page, expected
+
+
+def test_the_speed_pages_accelerator_tables_are_the_results_files_rows():
+  """Every row of the speed page's compile-only tables (XLA:TPU cycles, H100 kernels) is a row of
+  `benchmarks/results/accelerator-programs.md`, which `benchmarks/accelerator_programs.py` writes with its JSON."""
+  root = pathlib.Path(__file__).resolve().parent.parent
+  import re
+
+  results = (root / "benchmarks" / "results" / "accelerator-programs.md").read_text().splitlines()
+  rows = [line for line in (root / "docs" / "speed.md").read_text().splitlines()
+          if line.startswith("| ") and (re.search(r"\d+k( vs|\s*\|)", line) or " kernels" in line)]
+  assert len(rows) >= 50
+  assert [row for row in rows if row not in results] == []
