@@ -107,8 +107,8 @@ def test_the_mint_layers_take_lists_in_both_frameworks(framework):
     weight = layer.weight[...]
     layer.bias[...] = jnp.zeros(4)
     y = layer(x)
-  expected = torch.nn.functional.conv_transpose2d(torch.from_numpy(np.asarray(x)), torch.from_numpy(
-      np.asarray(weight)), None, (2, 1), (1, 0), (1, 0), 1, (1, 2)).numpy()
+  expected = torch.nn.functional.conv_transpose2d(torch.tensor(np.asarray(x)), torch.tensor(np.asarray(weight)),
+                                                  None, (2, 1), (1, 0), (1, 0), 1, (1, 2)).numpy()
   assert_close(y, expected)
 
 
