@@ -1,7 +1,10 @@
 """The benchmark times one layer in every implementation: their outputs agree (no timing is asserted)."""
 
 import importlib.util
+import json
 import pathlib
+import re
+import statistics
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +15,8 @@ import torch
 import convtranspose as ct
 from conftest import assert_close
 
-SPEC = importlib.util.spec_from_file_location(
-    "bench", pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py")
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SPEC = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
 bench = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(bench)
 
@@ -71,14 +74,8 @@ def test_the_cpu_training_step_stays_on_matrix_products(layer):
 def test_readme_quotes_the_results_file():
   """The README's speed sentence is the saved measurement: the training step's geometric mean over Flax and lax,
   the layer count, and DCGAN's times."""
-  import json
-  import re
-  import statistics
-
-  root = pathlib.Path(__file__).resolve().parent.parent
-  readme = (root / "README.md").read_text()
-  rows = [row for row in json.loads((root / "benchmarks" / "results" / "cpu-fp32.json").read_text())["rows"]
-          if row["pass_"] == "train"]
+  readme = (ROOT / "README.md").read_text()
+  rows = [row for row in _results("fp32") if row["pass_"] == "train"]
   for peer in ("flax", "lax"):
     ratio = statistics.geometric_mean(row["ms"]["ours NCHW"] / row["ms"][peer] for row in rows)
     assert f"takes {ratio:.2f}x the time of" in readme
@@ -92,6 +89,11 @@ def test_readme_quotes_the_results_file():
 DASH = "\N{EN DASH}"  # the page's ranges
 
 
+def _results(dtype: str) -> list[dict]:
+  """The rows of ``benchmarks/results/cpu-{dtype}.json``, bench.py's saved measurement."""
+  return json.loads((ROOT / "benchmarks" / "results" / f"cpu-{dtype}.json").read_text())["rows"]
+
+
 def _low(value: float) -> str:
   return f"{value:.4f}" if value < 0.01 else f"{value:.2f}"
 
@@ -99,14 +101,9 @@ def _low(value: float) -> str:
 def test_the_speed_page_quotes_the_results_files():
   """Every cell of the speed page's two CPU tables, and its worst layer's times, are the results files' (the
   page once said 1.65x where `cpu-fp32.json` says 1.28x, and 79 ms for 111)."""
-  import json
-  import re
-  import statistics
-
-  root = pathlib.Path(__file__).resolve().parent.parent
-  page = re.sub(r"\s+", " ", (root / "docs" / "speed.md").read_text())
-  for dtype in ("fp32", "bf16"):
-    rows = json.loads((root / "benchmarks" / "results" / f"cpu-{dtype}.json").read_text())["rows"]
+  page = re.sub(r"\s+", " ", (ROOT / "docs" / "speed.md").read_text())
+  results = {dtype: _results(dtype) for dtype in ("fp32", "bf16")}
+  for dtype, rows in results.items():
     cells = {}
     for pass_ in ("forward", "train"):
       chosen = [row for row in rows if row["pass_"] == pass_]
@@ -128,14 +125,14 @@ def test_the_speed_page_quotes_the_results_files():
       row = f"| {dtype}: {'XLA matmul floor' if kind == 'floor' else 'ours (NCHW)'} / best peer | "
       expected = f"{row}{cells['forward', kind]} | {cells['train', kind]} |"
       assert expected in page, expected
-  worst = next(row["ms"] for row in json.loads((root / "benchmarks" / "results" / "cpu-fp32.json").read_text())[
-      "rows"] if row["pass_"] == "train" and row["layer"] == "output 4x32->3 128x128 k7 s1")
+  worst = next(row["ms"] for row in results["fp32"]
+               if row["pass_"] == "train" and row["layer"] == "output 4x32->3 128x128 k7 s1")
   expected = (f"(training step {worst['ours NCHW']:.0f} ms, Flax {worst['flax']:.0f}, PyTorch channels-last "
               f"{worst['torch CL']:.0f})")
   assert expected in page, expected
   assert f"the XLA matmul floor alone ({worst['XLA matmul floor']:.0f} ms)" in page
-  bf16 = [row for row in json.loads((root / "benchmarks" / "results" / "cpu-bf16.json").read_text())["rows"]]
-  ratios = {(pass_, peer): [row["ms"]["ours NCHW"] / row["ms"][peer] for row in bf16 if row["pass_"] == pass_]
+  ratios = {(pass_, peer): [row["ms"]["ours NCHW"] / row["ms"][peer] for row in results["bf16"]
+                            if row["pass_"] == pass_]
             for pass_ in ("forward", "train") for peer in ("flax", "lax", "torch CL")}
   mean = {key: statistics.geometric_mean(values) for key, values in ratios.items()}
   for expected in (f"forward {mean['forward', 'flax']:.2f}x Flax's and {mean['forward', 'lax']:.2f}x lax's time "
@@ -149,11 +146,8 @@ def test_the_speed_page_quotes_the_results_files():
 def test_the_speed_pages_accelerator_tables_are_the_results_files_rows():
   """Every row of the speed page's compile-only tables (XLA:TPU cycles, H100 kernels) is a row of
   `benchmarks/results/accelerator-programs.md`, which `benchmarks/accelerator_programs.py` writes with its JSON."""
-  root = pathlib.Path(__file__).resolve().parent.parent
-  import re
-
-  results = (root / "benchmarks" / "results" / "accelerator-programs.md").read_text().splitlines()
-  rows = [line for line in (root / "docs" / "speed.md").read_text().splitlines()
+  results = (ROOT / "benchmarks" / "results" / "accelerator-programs.md").read_text().splitlines()
+  rows = [line for line in (ROOT / "docs" / "speed.md").read_text().splitlines()
           if line.startswith("| ") and (re.search(r"\d+k( vs|\s*\|)", line) or " kernels" in line)]
   assert len(rows) >= 50
   assert [row for row in rows if row not in results] == []
