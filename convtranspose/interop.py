@@ -535,8 +535,9 @@ def to_flax_variables(flat: Mapping[str, Any]) -> dict[str, Any]:
     params, stats = {}, {}
     for key, value in node.items():
       if isinstance(value, Mapping):
-        params[key], stats[key] = split(value)
-        stats = {key: value for key, value in stats.items() if value}
+        params[key], below = split(value)
+        if below:
+          stats[key] = below
       else:
         params[key] = value
     return params, stats
@@ -552,8 +553,8 @@ def load_into_nnx(model: Any, params: Mapping[str, Any], *, strict: bool = True)
   ``model`` takes the value named by its attribute path (``decoder.up1.weight``; list items
   ``layers.0.weight``); an `flax.nnx.BatchNorm`'s ``scale``, ``bias``, ``mean`` and ``var`` take MindSpore's
   ``gamma``, ``beta``, ``moving_mean`` and ``moving_variance`` (PyTorch's ``weight``, ``bias``,
-  ``running_mean``, ``running_var`` and Flax's own names are read too; they are reported under MindSpore's). Values keep the
-  parameter's sharding. Between floating dtypes a value is cast to the parameter's dtype, as MindSpore's
+  ``running_mean``, ``running_var`` and Flax's own names are read too; they are reported under MindSpore's).
+  Values keep the parameter's sharding. Between floating dtypes a value is cast to the parameter's dtype, as MindSpore's
   ``load_param_into_net`` casts (a float32 checkpoint into a bfloat16 model); any other difference raises.
 
   Args:
