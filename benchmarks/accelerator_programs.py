@@ -26,10 +26,12 @@ times. Per program it reports:
 * TPU: XLA:TPU's static cost model: the sum of every kernel's ``estimated_cycles``, the flops of
   ``cost_analysis()`` over the useful flops, its bytes, and the kernels.
 
-"forward" is the layer; "train" the gradients of ``sum(y ** 2)`` with respect to the input and the weight.
-Peers: Flax ``nn.ConvTranspose`` and ``jax.lax.conv_transpose`` (NHWC, ``transpose_kernel=True``), beside ours
-with MindSpore's NCHW input and with NHWC. Results: ``benchmarks/results/accelerator-programs.json`` and a
-readable ``accelerator-programs.md``.
+"forward" is the layer; "train" the training step of `peers`: `jax.value_and_grad` of the mean squared error
+of the output to a target, with respect to the input and the weight. Peers: Flax ``nn.ConvTranspose`` and
+``jax.lax.conv_transpose`` as their users write them (`peers`: NHWC, their own kernel ``(*k, C_in, C_out)`` as a
+parameter, ``padding='SAME'`` where the layer doubles the input), beside ours with its MindSpore weight and
+MindSpore's NCHW input, and with NHWC. Results: ``benchmarks/results/accelerator-programs.json`` and a readable
+``accelerator-programs.md``.
 """
 
 import os
@@ -47,9 +49,9 @@ import sys
 import time
 from pathlib import Path
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import peers
 from jax import lax
 
 import convtranspose as ct
@@ -108,6 +110,7 @@ SUITE = {
     "output_padding 8x128->64 16x16 k3 s2": Layer(8, 128, 64, (16, 16), 3, 2, 1, output_padding=1),
 }
 DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
+PEERS = ("flax", "lax")
 CHANNELS_LAST = {1: "NLC", 2: "NHWC", 3: "NDHWC"}
 CHANNELS_FIRST = {1: "NCL", 2: "NCHW", 3: "NCDHW"}
 
@@ -124,12 +127,8 @@ def device(chip: str) -> jax.Device:
 
 
 def implementations(layer: Layer) -> dict:
-  """``{name: (function of (x, weight), channels_last)}``: ours in both layouts and algorithms, and the peers.
-
-  The peers take their own kernel ``(*k, C_out, C_in)`` (flipped and swapped by ``transpose_kernel=True``,
-  as MindSpore's weight needs) and the lhs-dilated convolution's padding ``dk - 1 - p`` (plus
-  ``output_padding`` at the high end). They have no groups.
-  """
+  """``{name: (function of (x, weight), channels_last)}``: ours in both layouts and algorithms, and the peers
+  (``flax``, ``lax``), whose weight is their own kernel (`peers`). The peers have no groups."""
   n = len(layer.spatial)
   first, last = CHANNELS_FIRST[n], CHANNELS_LAST[n]
   ours = {f"ours {algorithm}": (layer.function(first, algorithm), False)
@@ -137,38 +136,27 @@ def implementations(layer: Layer) -> dict:
   ours["ours auto NHWC"] = (layer.function(last, "auto"), True)
   if layer.group > 1:
     return ours
-  dk = layer.d * (layer.k - 1) + 1
-  padding = [(dk - 1 - layer.p, dk - 1 - layer.p + layer.output_padding)] * n
-
-  def peer_kernel(weight):
-    return jnp.moveaxis(weight, (0, 1), (-1, -2))
-
-  def flax_layer(x, weight):
-    module = nn.ConvTranspose(layer.c_out, (layer.k,) * n, strides=(layer.s,) * n, padding=padding,
-                              kernel_dilation=(layer.d,) * n, use_bias=False, transpose_kernel=True,
-                              dtype=x.dtype, param_dtype=x.dtype)
-    return module.apply({"params": {"kernel": peer_kernel(weight)}}, x)
-
-  def lax_layer(x, weight):
-    spec = "N" + "DHW"[-n:] + "C"
-    return lax.conv_transpose(x, peer_kernel(weight), (layer.s,) * n, padding, rhs_dilation=(layer.d,) * n,
-                              dimension_numbers=(spec, "DHW"[-n:] + "IO", spec), transpose_kernel=True)
-
-  return {**ours, "flax": (flax_layer, True), "lax": (lax_layer, True)}
+  shape = (n, layer.k, layer.s, layer.p, layer.d, layer.output_padding)
+  return {**ours, "flax": (peers.flax_layer(n, layer.c_out, *shape[1:]), True), "lax": (peers.lax_layer(*shape), True)}
 
 
-def train(fn):
-  return jax.grad(lambda x, w: jnp.sum(jnp.square(fn(x, w).astype(jnp.float32))), argnums=(0, 1))
-
-
-def compile_program(fn, layer: Layer, dtype, channels_last: bool, chip: str):
+def compile_program(fn, layer: Layer, dtype, channels_last: bool, chip: str, train: bool = False,
+                    peer: bool = False):
+  """The layer ``fn(x, weight)`` compiled for ``chip``, or with ``train`` its training step (`peers`; the target
+  has the output's shape and layout). ``weight`` is MindSpore's ``(C_in, C_out // group, *k)``, or with ``peer``
+  the peers' own kernel ``(*k, C_in, C_out)``."""
   sharding = jax.sharding.SingleDeviceSharding(device(chip))
   n = len(layer.spatial)
   x_shape = (layer.batch, *layer.spatial, layer.c_in) if channels_last else (layer.batch, layer.c_in,
                                                                                *layer.spatial)
-  w_shape = (layer.c_in, layer.c_out // layer.group, *(layer.k,) * n)
-  return jax.jit(fn).lower(jax.ShapeDtypeStruct(x_shape, dtype, sharding=sharding),
-                           jax.ShapeDtypeStruct(w_shape, dtype, sharding=sharding)).compile()
+  w_shape = (peers.flax_kernel_shape(n, layer.c_in, layer.c_out, layer.k) if peer
+             else (layer.c_in, layer.c_out // layer.group, *(layer.k,) * n))
+  arguments = [jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for shape in (x_shape, w_shape)]
+  if train:
+    y = jax.eval_shape(fn, *arguments)
+    fn = peers.training_step(fn)
+    arguments.append(jax.ShapeDtypeStruct(y.shape, jnp.float32, sharding=sharding))
+  return jax.jit(fn).lower(*arguments).compile()
 
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%(\S+) = (\([^=]*?\)|\S+) ([\w-]+)\((.*)$")
@@ -254,7 +242,7 @@ def copy_free_phase(layer: Layer, chip: str) -> dict:
   """
   n = len(layer.spatial)
   flax_layer, channels_last = implementations(layer)["flax"]
-  flax_kernels = _kernel_cycles(compile_program(flax_layer, layer, jnp.float32, channels_last, chip))
+  flax_kernels = _kernel_cycles(compile_program(flax_layer, layer, jnp.float32, channels_last, chip, peer=True))
   taps = _shapes.phase_kernel_size(layer.k, layer.s, layer.d)
   spec = "N" + "DHW"[-n:] + "C"
 
@@ -279,9 +267,10 @@ def analyze(layer: Layer, dtype_name: str, chip: str, names=None) -> list[dict]:
   for name, (fn, channels_last) in implementations(layer).items():
     if names is not None and name not in names:
       continue
-    for pass_name, program, passes in (("forward", fn, 1), ("train", train(fn), 3)):
+    for pass_name, passes in (("forward", 1), ("train", 3)):
       start = time.perf_counter()
-      compiled = compile_program(program, layer, DTYPES[dtype_name], channels_last, chip)
+      compiled = compile_program(fn, layer, DTYPES[dtype_name], channels_last, chip, train=pass_name == "train",
+                                 peer=name in PEERS)
       summary = (gpu_program if chip == "h100" else tpu_program)(compiled, layer, passes)
       rows.append({"chip": chip, "dtype": dtype_name, "implementation": name, "pass": pass_name, **summary,
                    "compile_s": round(time.perf_counter() - start, 2)})
@@ -315,13 +304,13 @@ def table(results: dict) -> str:
 
 
 def tpu_summary(results: dict) -> str:
-  """Markdown: ours (``auto``, both layouts) over Flax in estimated cycles, per TPU chip, for every layer with
-  a stride above 1 that Flax can express (no groups), and their geometric means."""
+  """Markdown: ours (``auto``, both layouts) over Flax in estimated cycles, per TPU chip, for every layer Flax
+  can express (no groups), and their geometric means over the layers with a stride above 1."""
   lines = []
   cycles = {}
   for layer_name, rows in results["layers"].items():
     layer = SUITE.get(layer_name)
-    if layer is None or layer.s == 1 or layer.group > 1:
+    if layer is None or layer.group > 1:
       continue
     for row in rows:
       if "cycles" in row:
@@ -330,7 +319,7 @@ def tpu_summary(results: dict) -> str:
     names = [name for name in ("ours auto", "ours auto NHWC") if all((name, "train") in by for by in layers.values())]
     header = " | ".join(f"{pass_title} {'NHWC' if name.endswith('NHWC') else 'NCHW'}"
                         for pass_title in ("forward", "training step") for name in names)
-    lines += [f"\n## {chip}: ours `auto` over Flax `nn.ConvTranspose`, estimated cycles (stride >= 2)\n",
+    lines += [f"\n## {chip}: ours `auto` over Flax `nn.ConvTranspose` as its users write it, estimated cycles\n",
               f"| layer | {header} |", "|---|" + "---|" * 2 * len(names)]
     ratios = {}
     for layer_name, by in layers.items():
@@ -339,7 +328,8 @@ def tpu_summary(results: dict) -> str:
         for name in names:
           if (name, pass_name) in by and ("flax", pass_name) in by:
             ratio = by[name, pass_name] / by["flax", pass_name]
-            ratios.setdefault((name, pass_name), []).append(ratio)
+            if SUITE[layer_name].s > 1:
+              ratios.setdefault((name, pass_name), []).append(ratio)
             cells.append(f"{ratio:.2f}x ({by[name, pass_name] / 1e3:,.0f}k vs {by['flax', pass_name] / 1e3:,.0f}k)")
           else:
             cells.append("")
@@ -347,7 +337,7 @@ def tpu_summary(results: dict) -> str:
     means = [f"**{math.exp(sum(map(math.log, ratios[key])) / len(ratios[key])):.2f}x**" if ratios.get(key) else ""
              for key in [(name, pass_name) for pass_name in ("forward", "train")
                          for name in names]]
-    lines.append("| geometric mean | " + " | ".join(means) + " |")
+    lines.append("| geometric mean, stride >= 2 | " + " | ".join(means) + " |")
   for chip, layers in results.get("copy_free", {}).items():
     lines += [f"\n## {chip}: a copy-free phase formulation (`copy_free_phase`), forward, estimated cycles\n",
               "| layer | Flax | its final relayout | the phases' product alone | product + relayout over Flax |",
@@ -376,6 +366,7 @@ def main():
   parser.add_argument("--layers", nargs="+", default=list(SUITE), choices=list(SUITE))
   parser.add_argument("--tpu-implementations", nargs="+",
                       default=["ours auto", "ours auto NHWC", "ours dilated", "ours phase", "flax"])
+  parser.add_argument("--gpu-implementations", nargs="+", help="on the H100 (default: every implementation)")
   parser.add_argument("--copy-free", action="store_true",
                       help="only `copy_free_phase` of the strided layers on the TPU chips")
   parser.add_argument("--out", default=str(HERE / "results" / "accelerator-programs.json"))
@@ -399,7 +390,7 @@ def main():
     for chip in args.chips:
       tpu = chip != "h100"
       for dtype_name in args.tpu_dtypes if tpu else args.dtypes:
-        new = analyze(layer, dtype_name, chip, args.tpu_implementations if tpu else None)
+        new = analyze(layer, dtype_name, chip, args.tpu_implementations if tpu else args.gpu_implementations)
         for row in new:
           print(f"{chip} {dtype_name} {layer_name} | {row['implementation']} {row['pass']}: {describe(row)}",
                 flush=True)

@@ -22,7 +22,8 @@ import sys
 
 import jax
 import jax.numpy as jnp
-from bench import DTYPES, blocking, layer_operands, median_ms, training_step
+import peers
+from bench import DTYPES, blocking, layer_operands, median_ms, target_like
 
 from convtranspose import _arguments, functional
 
@@ -80,8 +81,10 @@ def main() -> None:
       layer = functools.partial(functional.conv_transpose, bias=None, stride=s, pad_mode="pad", padding=p,
                                 output_padding=op, algorithm=algorithm)
       # Compiled once: timed, and asked for its temporary buffers (XLA's memory analysis).
-      compiled = [jax.jit(step).lower(x, weight).compile() for step in (layer, training_step(layer))]
-      forward, train = (blocking(c, x, weight) for c in compiled)
+      target = jnp.asarray(target_like(jax.eval_shape(layer, x, weight)))
+      compiled = [jax.jit(layer).lower(x, weight).compile(),
+                  jax.jit(peers.training_step(layer)).lower(x, weight, target).compile()]
+      forward, train = blocking(compiled[0], x, weight), blocking(compiled[1], x, weight, target)
       times = [min(median_ms(forward, 5) for _ in range(2))]
       if algorithm != "dilated" or not on_cpu or s == 1:  # stride 1: no lhs dilation, JAX's gradient is fast
         times.append(min(median_ms(train, 3) for _ in range(2)))

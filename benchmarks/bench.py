@@ -6,14 +6,17 @@ Usage::
     python benchmarks/bench.py --quick             # three layers, fp32: a smoke run (about a minute)
     python benchmarks/bench.py --out benchmarks/results/cpu.json
 
-Every implementation computes the same layer (MindSpore's ``pad_mode='pad'`` with ``padding``; the peers get
-the equivalent padding), jitted where it is JAX. "forward" times the layer alone; "train" times a jitted
-step that returns the gradients of ``sum(y**2)`` with respect to the input and the weight. Each is warmed
-up, then timed over back-to-back calls; the median is reported, with its ratio to the best peer.
+Every implementation computes the same layer (MindSpore's ``pad_mode='pad'`` with ``padding``), each in the
+form its own users write it (`peers`): Flax and lax with their own kernel ``(*k, C_in, C_out)`` converted once
+from the MindSpore weight and ``padding='SAME'`` where the layer doubles its input, PyTorch with its own weight
+in NCHW and channels-last; ours with the MindSpore weight. "forward" times the jitted layer alone; "train" a
+jitted `jax.value_and_grad` of the mean squared error of the output to a target, with respect to the input and
+the weight (PyTorch: that loss's ``backward()``). Each is warmed up, then timed over back-to-back calls; the
+median is reported, with its ratio to the best peer.
 
 Implementations: ``ours NCHW`` (MindSpore's layout, ``algorithm='auto'``), ``ours NHWC``, ``ours dilated``
 (the lhs-dilated reference, NCHW), ``flax`` (``nn.ConvTranspose``, NHWC), ``lax`` (``jax.lax.conv_transpose``,
-NHWC, ``transpose_kernel=True``), ``torch`` (channels-first) and ``torch CL`` (channels-last memory format).
+NHWC), ``torch`` (channels-first) and ``torch CL`` (channels-last memory format).
 
 One more column is not a layer: ``XLA matmul floor`` times a single XLA matrix product with exactly the
 layer's multiply-adds, ``(N * prod(L), C_in) @ (C_in, prod(k) * C_out)``, and for "train" that product with
@@ -33,10 +36,10 @@ import time
 from pathlib import Path
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import peers
 import torch
 
 import convtranspose as ct
@@ -87,23 +90,25 @@ def median_ms(fn, repeats: int) -> float:
   return 1e3 * statistics.median(times)
 
 
-def training_step(fn):
-  """The gradients of ``sum(fn(x, w) ** 2)`` with respect to ``x`` and ``w``: the step "train" times."""
-  return jax.grad(lambda x, w: jnp.sum(jnp.square(fn(x, w).astype(jnp.float32))), argnums=(0, 1))
-
-
 def blocking(fn, *args):
   """A zero-argument callable that runs ``fn(*args)`` to completion (JAX dispatches asynchronously)."""
   return lambda: jax.block_until_ready(fn(*args))
 
 
-def jax_runner(fn, *args):
-  """``(forward, train)``: zero-argument callables running the jitted layer and its gradient step."""
-  return blocking(jax.jit(fn), *args), blocking(jax.jit(training_step(fn)), *args)
+def target_like(y) -> np.ndarray:
+  """A seeded random target of ``y``'s shape for the training step's loss, in float32."""
+  return np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+
+
+def jax_runner(fn, x, weight, target):
+  """``(forward, train)``: zero-argument callables running the jitted layer and its training step
+  (`peers.training_step`; ``target`` in the output's shape and layout)."""
+  return blocking(jax.jit(fn), x, weight), blocking(jax.jit(peers.training_step(fn)), x, weight, target)
 
 
 # PyTorch runs where JAX runs: on the GPU when JAX's default backend is one (CUDA or ROCm builds of both).
 TORCH_DEVICE = torch.device("cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu")
+torch.backends.cudnn.benchmark = True  # as PyTorch's users train on a GPU: cuDNN's fastest algorithm per shape
 
 
 def torch_synchronized(result):
@@ -113,7 +118,8 @@ def torch_synchronized(result):
   return result
 
 
-def torch_runner(x: np.ndarray, weight: np.ndarray, stride: int, padding: int, dtype, channels_last: bool):
+def torch_runner(x: np.ndarray, weight: np.ndarray, target: np.ndarray, stride: int, padding: int, dtype,
+                 channels_last: bool):
   n = x.ndim - 2
   x_t = torch.tensor(x, dtype=dtype, device=TORCH_DEVICE)
   w_t = torch.tensor(weight, dtype=dtype, device=TORCH_DEVICE)
@@ -127,11 +133,13 @@ def torch_runner(x: np.ndarray, weight: np.ndarray, stride: int, padding: int, d
       return torch_synchronized(layer(x_t, w_t, None, stride, padding))
 
   x_g, w_g = x_t.clone().requires_grad_(), w_t.clone().requires_grad_()
+  target = torch.tensor(target, device=TORCH_DEVICE)
 
   def train():
     x_g.grad = w_g.grad = None
-    torch.sum(layer(x_g, w_g, None, stride, padding).float() ** 2).backward()
-    return torch_synchronized((x_g.grad, w_g.grad))
+    loss = torch.nn.functional.mse_loss(layer(x_g, w_g, None, stride, padding).float(), target)
+    loss.backward()
+    return torch_synchronized((loss, x_g.grad, w_g.grad))
 
   return forward, train
 
@@ -146,33 +154,28 @@ def layer_operands(batch: int, c_in: int, c_out: int, spatial: tuple, k: int) ->
 
 def runners(layer: tuple, dtype_name: str) -> dict:
   """``{implementation: (forward, train)}`` for one layer; ``forward()`` returns the output (NCHW for ours
-  and PyTorch, NHWC for ``ours NHWC``, Flax and lax), so that a test can check they all compute one layer."""
+  and PyTorch, NHWC for ``ours NHWC``, Flax and lax), ``train()`` the loss and the gradients of the input and
+  of the implementation's own weight, so that a test can check they all compute one layer."""
   batch, c_in, c_out, spatial, k, s, p = layer
   n = len(spatial)
   x, weight = layer_operands(batch, c_in, c_out, spatial, k)
   dtype, torch_dtype = DTYPES[dtype_name]
   x_j, w_j = jnp.asarray(x, dtype), jnp.asarray(weight, dtype)
   x_last = jnp.moveaxis(x_j, 1, -1)
-  channels_last = {1: "NLC", 2: "NHWC", 3: "NDHWC"}[n]
-  # The peers' padding of the lhs-dilated convolution, and their kernel layout (*k, C_out, C_in) with
-  # transpose_kernel=True (which flips and swaps, as our weight needs).
-  peer_padding = [(k - 1 - p, k - 1 - p)] * n
-  kernel = jnp.asarray(np.moveaxis(weight, (0, 1), (-1, -2)), dtype)
-  spec = "N" + "DHW"[-n:] + "C"
-  flax_layer = nn.ConvTranspose(c_out, (k,) * n, strides=(s,) * n, padding=peer_padding, use_bias=False,
-                                transpose_kernel=True, dtype=dtype, param_dtype=dtype)
+  channels_last = peers.CHANNELS_LAST[n]
+  kernel = jnp.asarray(ct.convert.flax_kernel(weight), dtype)  # the peers' own parameter, converted once
+  target = target_like(np.empty((batch, c_out, *ct.conv_transpose_output_shape(spatial, k, s, "pad", p))))
+  target_last = jnp.asarray(np.moveaxis(target, 1, -1))
   return {
-      "ours NCHW": jax_runner(lambda x, w: ct.conv_transpose(x, w, None, s, "pad", p), x_j, w_j),
+      "ours NCHW": jax_runner(lambda x, w: ct.conv_transpose(x, w, None, s, "pad", p), x_j, w_j, target),
       "ours NHWC": jax_runner(lambda x, w: ct.conv_transpose(x, w, None, s, "pad", p, data_format=channels_last),
-                              x_last, w_j),
+                              x_last, w_j, target_last),
       "ours dilated": jax_runner(lambda x, w: ct.conv_transpose(x, w, None, s, "pad", p, algorithm="dilated"),
-                                 x_j, w_j),
-      "flax": jax_runner(lambda x, w: flax_layer.apply({"params": {"kernel": w}}, x), x_last, kernel),
-      "lax": jax_runner(lambda x, w: jax.lax.conv_transpose(x, w, (s,) * n, peer_padding,
-                                                            dimension_numbers=(spec, "DHW"[-n:] + "IO", spec),
-                                                            transpose_kernel=True), x_last, kernel),
-      "torch": torch_runner(x, weight, s, p, torch_dtype, False),
-      "torch CL": torch_runner(x, weight, s, p, torch_dtype, True),
+                                 x_j, w_j, target),
+      "flax": jax_runner(peers.flax_layer(n, c_out, k, s, p, dtype=dtype), x_last, kernel, target_last),
+      "lax": jax_runner(peers.lax_layer(n, k, s, p), x_last, kernel, target_last),
+      "torch": torch_runner(x, weight, target, s, p, torch_dtype, False),
+      "torch CL": torch_runner(x, weight, target, s, p, torch_dtype, True),
   }
 
 

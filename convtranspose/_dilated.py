@@ -43,19 +43,16 @@ def lhs_dilated(x: Array, weight: Array, geometry: _arguments.Geometry, out_spat
 
   At stride 1 the convolution has no lhs dilation and JAX's own weight gradient is already the
   backward-filter pattern; on CPU the phase algorithm serves training (`convtranspose.functional`). On TPU
-  JAX's own derivatives cost XLA:TPU's model less where the taps leave holes in the phases (StyleGAN-like
-  4x128->128 32x32 k3 s2 training step on v6e: 120k cycles, 143k through the adjoint), the adjoint's less
-  where they tile (DCGAN 32x256->128 8x8 k4 s2: 44k vs 50k; U-Net 8x128->64 32x32 k2 s2: 56k vs 124k;
-  ``benchmarks/results/accelerator-programs.md``).
+  the adjoint's training step also costs less than JAX's own derivatives by XLA:TPU's model
+  (``docs/speed.md``).
   """
-  if (platform == "cpu" or geometry.group > 1 or all(s == 1 for s in geometry.stride)
-      or (platform == "tpu" and geometry.phase_holes())):
-    return _reference(x, weight, geometry, out_spatial, precision, on_cpu=platform == "cpu")
+  if platform == "cpu" or geometry.group > 1 or all(s == 1 for s in geometry.stride):
+    return lhs_dilated_convolution(x, weight, geometry, out_spatial, precision, on_cpu=platform == "cpu")
   return _adjoint_of_forward(x, weight, geometry, out_spatial, precision)
 
 
-def _reference(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
-               precision: lax.PrecisionLike, on_cpu: bool) -> Array:
+def lhs_dilated_convolution(x: Array, weight: Array, geometry: _arguments.Geometry,
+                            out_spatial: tuple[int, ...], precision: lax.PrecisionLike, on_cpu: bool) -> Array:
   """``conv(dilate(x, stride), flip(W))``, guarded against an XLA abort (`operand_swap_guard`).
 
   On CPU it is computed channels-last, the layout XLA's CPU convolutions run fastest (forward, fp32,
@@ -65,7 +62,8 @@ def _reference(x: Array, weight: Array, geometry: _arguments.Geometry, out_spati
   """
   if not geometry.channels_last and (on_cpu or geometry.group > 1):
     inside = dataclasses.replace(geometry, channels_last=True)
-    return jnp.moveaxis(_reference(jnp.moveaxis(x, 1, -1), weight, inside, out_spatial, precision, on_cpu), -1, 1)
+    y = lhs_dilated_convolution(jnp.moveaxis(x, 1, -1), weight, inside, out_spatial, precision, on_cpu)
+    return jnp.moveaxis(y, -1, 1)
   n = weight.ndim - 2
   conv_padding = [
       _shapes.lhs_dilated_padding(k, d, pad)
@@ -123,8 +121,8 @@ def forward_convolution(z: Array, weight: Array, geometry: _arguments.Geometry,
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
 def _adjoint_of_forward(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
                         precision: lax.PrecisionLike) -> Array:
-  """`_reference` as a value, differentiated so that its gradients are cuDNN's (see `adjoint_tangent`)."""
-  return _reference(x, weight, geometry, out_spatial, precision, on_cpu=False)
+  """`lhs_dilated_convolution` as a value, differentiated so that its gradients are cuDNN's (see `adjoint_tangent`)."""
+  return lhs_dilated_convolution(x, weight, geometry, out_spatial, precision, on_cpu=False)
 
 
 @functools.partial(_adjoint_of_forward.defjvp, symbolic_zeros=True)
@@ -151,7 +149,7 @@ def adjoint_tangent(x: Array, weight: Array, x_dot: Array | SymbolicZero, weight
   """
   terms = []
   if not isinstance(x_dot, SymbolicZero):
-    terms.append(_reference(x_dot, weight, geometry, out_spatial, precision, on_cpu=False))
+    terms.append(lhs_dilated_convolution(x_dot, weight, geometry, out_spatial, precision, on_cpu=False))
   if not isinstance(weight_dot, SymbolicZero):
     def weight_gradient(g: Array) -> Array:
       return jax.vjp(lambda w: forward_convolution(g, w, geometry, precision), weight)[1](x)[0]

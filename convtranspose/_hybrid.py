@@ -10,14 +10,18 @@
   (`convtranspose._dilated.adjoint_tangent`): on TPU the phase convolution runs at matrix speed by XLA:TPU's
   cost model while the lhs-dilated one does not, and the strided forward convolution (input gradient) and
   the forward convolution's weight gradient are cheap, whereas the phase derivatives pay a space-to-depth
-  copy of the cotangent (`_phase_value`; `benchmarks/accelerator_programs.py` has the cycles). With groups
-  it is `convtranspose._phase.phase`, derivatives included: their accelerator form would be a convolution
-  with ``batch_group_count``, which XLA partitions wrongly, and the reference's products
+  copy of the cotangent (``Plan('phase', 'phase', 'adjoint')``; `benchmarks/accelerator_programs.py` has the
+  cycles). With groups it is `convtranspose._phase.phase`, derivatives included: their accelerator form would
+  be a convolution with ``batch_group_count``, which XLA partitions wrongly, and the reference's products
   (`convtranspose._grouped`) multiply the inserted zeros.
+
+A `Plan` chooses the accelerator form's three parts apart, as `algorithm='auto'` does on TPU: the value nobody
+differentiates, the value under differentiation and the derivatives (`convtranspose.functional._tpu_plan`).
 
 Either way the value and the derivatives are the layer's, to float rounding.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -26,7 +30,7 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from convtranspose import _arguments
-from convtranspose._dilated import adjoint_tangent, lhs_dilated
+from convtranspose._dilated import adjoint_tangent, lhs_dilated, lhs_dilated_convolution
 from convtranspose._phase import phase
 
 Array = jax.Array
@@ -34,11 +38,12 @@ Array = jax.Array
 
 def hybrid(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
            precision: lax.PrecisionLike, platform: str) -> Array:
-  """On CPU `_dilated_value`, or `_phase_value_on_cpu` at stride 1; `_phase_value` elsewhere (with groups,
-  `convtranspose._phase.phase`)."""
+  """On CPU `_dilated_value`, or `_phase_value_on_cpu` at stride 1; elsewhere the phases' value with the adjoint's
+  derivatives (a `Plan`; with groups, `convtranspose._phase.phase`)."""
   if platform != "cpu":
-    return _phase_value(x, weight, geometry, out_spatial, precision) if geometry.group == 1 else phase(
-        x, weight, geometry, out_spatial, precision, platform)
+    if geometry.group > 1:
+      return phase(x, weight, geometry, out_spatial, precision, platform)
+    return Plan("phase", "phase", "adjoint")(x, weight, geometry, out_spatial, precision, platform)
   if all(s == 1 for s in geometry.stride):
     return _phase_value_on_cpu(x, weight, geometry, out_spatial, precision, platform)
   return _dilated_value(x, weight, geometry, out_spatial, precision, platform)
@@ -95,15 +100,53 @@ def _reference_jvp(geometry, out_spatial, precision, platform, primals, tangents
   return y, bilinear_tangent(compute, x, weight, x_dot, weight_dot, y)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
-def _phase_value(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
-                 precision: lax.PrecisionLike) -> Array:
-  """`phase` as a value; differentiated, `convtranspose._dilated.adjoint_tangent`."""
-  return phase(x, weight, geometry, out_spatial, precision, platform="tpu")
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """An accelerator program chosen in three parts (`convtranspose.functional._choose_algorithm` on TPU).
+
+  Attributes:
+    value: ``'phase'`` or ``'dilated'``: the formulation of the value nobody differentiates (inference).
+    trained_value: the formulation of the value under `jax.grad`, `jax.vjp` or `jax.jvp`, where it feeds a loss
+      rather than the caller (XLA fuses the reference's result into the loss; the phases' interleave stays a
+      copy).
+    derivatives: ``'adjoint'`` (`convtranspose._dilated.adjoint_tangent`: the strided forward convolution of the
+      cotangent, the forward convolution's weight gradient) or ``'reference'`` (JAX's derivatives of the
+      lhs-dilated convolution, as Flax's layer is differentiated).
+
+  Called as an algorithm of `convtranspose.functional` (``plan(x, weight, geometry, out_spatial, precision,
+  platform)``); every part computes the layer, to float rounding.
+  """
+
+  value: str
+  trained_value: str
+  derivatives: str
+
+  def __call__(self, x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
+               precision: lax.PrecisionLike, platform: str) -> Array:
+    return _planned(x, weight, geometry, out_spatial, precision, platform, self)
 
 
-@functools.partial(_phase_value.defjvp, symbolic_zeros=True)
-def _adjoint_jvp(geometry, out_spatial, precision, primals, tangents):
+def _formulation(name: str, x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
+                 precision: lax.PrecisionLike, platform: str) -> Array:
+  if name == "phase":
+    return phase(x, weight, geometry, out_spatial, precision, platform)
+  return lhs_dilated_convolution(x, weight, geometry, out_spatial, precision, on_cpu=False)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _planned(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
+             precision: lax.PrecisionLike, platform: str, plan: Plan) -> Array:
+  """``plan.value``; differentiated, `_planned_jvp`."""
+  return _formulation(plan.value, x, weight, geometry, out_spatial, precision, platform)
+
+
+@functools.partial(_planned.defjvp, symbolic_zeros=True)
+def _planned_jvp(geometry, out_spatial, precision, platform, plan, primals, tangents):
+  """``plan.trained_value`` and the `bilinear_tangent` of ``plan.derivatives``."""
   (x, weight), (x_dot, weight_dot) = primals, tangents
-  y = _phase_value(x, weight, geometry, out_spatial, precision)
-  return y, adjoint_tangent(x, weight, x_dot, weight_dot, geometry, out_spatial, y, precision)
+  y = _formulation(plan.trained_value, x, weight, geometry, out_spatial, precision, platform)
+  if plan.derivatives == "adjoint":
+    return y, adjoint_tangent(x, weight, x_dot, weight_dot, geometry, out_spatial, y, precision)
+  reference = functools.partial(lhs_dilated_convolution, geometry=geometry, out_spatial=out_spatial,
+                                precision=precision, on_cpu=False)
+  return y, bilinear_tangent(reference, x, weight, x_dot, weight_dot, y)

@@ -18,7 +18,8 @@ One N-dimensional `conv_transpose` does the work; `conv1d_transpose`, `conv2d_tr
   elsewhere).
 
 ``'auto'`` picks one per layer and per platform XLA compiles for (CPU, GPU or TPU; `lax.platform_dependent`
-decides at lowering, so `jax.export` for a GPU gets the GPU's choice); see `_choose_algorithm`.
+decides at lowering, so `jax.export` for a GPU gets the GPU's choice); on TPU it chooses the value and the
+training step apart (`convtranspose._hybrid.Plan`); see `_choose_algorithm`.
 """
 
 import dataclasses
@@ -397,8 +398,9 @@ def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _argu
   rows = None if batch is None or known_spatial is None else batch * math.prod(known_spatial)
 
   def compute(x: Array, weight: Array, *, platform: str) -> Array:
-    method = _COMPUTE[_choose_algorithm(algorithm, geometry, weight.shape[0], out_channels, dtype, platform, rows,
-                                        batch=batch, in_spatial=known_spatial)]
+    choice = _choose_algorithm(algorithm, geometry, weight.shape[0], out_channels, dtype, platform, rows,
+                               batch=batch, in_spatial=known_spatial)
+    method = choice if isinstance(choice, _hybrid.Plan) else _COMPUTE[choice]
     if geometry.padding_mode == "zeros":
       return method(x, weight, geometry, out_spatial, precision, platform)
     # The zero-padded adjoint of the unpadded convolution, then the padding's adjoint.
@@ -472,8 +474,9 @@ def _fold_padding(y: Array, geometry: _arguments.Geometry, out_spatial: tuple[in
 
 def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels: int, out_channels: int,
                       dtype: Any, platform: str, rows: int | None = None, batch: int | None = None,
-                      in_spatial: tuple[int, ...] | None = None) -> str:
-  """``algorithm``, with ``'auto'`` resolved for the platform (``'cpu'``, ``'gpu'``, ``'tpu'``) and the layer.
+                      in_spatial: tuple[int, ...] | None = None) -> str | _hybrid.Plan:
+  """``algorithm``, with ``'auto'`` resolved for the platform (``'cpu'``, ``'gpu'``, ``'tpu'``) and the layer: an
+  algorithm's name, or on TPU a `_hybrid.Plan`.
 
   On CPU the rule compares the values each formulation moves, then the measurements below decide the rest.
 
@@ -534,26 +537,7 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   backward-data kernel: the reference convolves the zero-stuffed input there (16x256->256 g8: 4.00x the
   work, the phases 1.06x), and for a dilation, which that kernel does not take either (8x64->64 16x16 k3
   s2 d2: the reference 11x the work over the zero-stuffed input, the phases 1.00x with forward,
-  backward-input and backward-filter calls). On TPU, by XLA:TPU's estimated cycles (v6e and v5e, fp32, the
-  13 strided layers of ``benchmarks/accelerator_programs.py``): ``'hybrid'``, the phases' value (a matrix
-  product where every phase has one tap, `_phase._tpu_product`; a batch-minor depth-to-space,
-  `_phase._interleave_batch_minor`) with the adjoint's derivatives, where its two copies pay for themselves:
-  one group, one or two dimensions, every phase with a tap at every position of the phase kernel (not
-  ``k = 3, s = 2``, whose phases become separate products so that their kernels' holes multiply nothing, nor
-  ``k = 3, d = s = 2``), at least 8 examples in
-  two dimensions (XLA tiles the depth-to-space by ``(N, 128)``; 4 examples fill half of each tile), and an
-  output of at least 3x the kernel's values (on 32x256->128 8x8, whose output has 2x, moving the kernel
-  costs as much as the phase product). ``'dilated'`` elsewhere: one convolution with the dilation inside, as
-  Flax's. Ours over Flax, forward / training step, v6e then v5e: 16x256->128 32x32 k4 s2 0.45 / 0.35, 1.07 /
-  0.66; 8x128->64 32x32 k2 s2 0.68 / 0.41, 1.07 / 0.55; 8x64->32 L1024 k8 s4 0.39 / 0.30, 0.83 / 0.30.
-  8x128->64 16x16 k3 s2 took the phases' value at 0.81 / 0.68 while the phase kernels held zeros; split by
-  their taps' positions it costs 54k cycles against the reference's 30k / 36k (v6e), so it takes the
-  reference. The phases' value loses 4x128->128 32x32 k3 s2
-  (1.81 / 2.48, 1.74 / 2.05), 4x21->21 16x16 (1.04 / 0.90, 1.28 / 0.90), 2x32->16 8^3 (1.97 / 0.78, 2.16 /
-  0.70), 32x256->128 8x8 (1.56 / 1.14, 2.68 / 1.13) and k3 s2 d2 (1.02 / 0.93, 1.73 / 0.93). One TPU
-  program serves every generation (`lax.platform_dependent` knows the platform, not the chip), so the rule
-  takes the algorithm with the smaller product of the four ratios; v5e's forward pass alone prefers the
-  reference on 16x64->64 16x16 k4 s2 (1.81 vs 1.00) and 8x128->64 16x16 k3 s2 (1.86 vs 1.00). With groups,
+  backward-input and backward-filter calls). On TPU, one group: `_tpu_plan`. With groups,
   ``'phase'`` on every platform: both formulations are then matrix products batched over the groups
   (`convtranspose._grouped`), and the reference's multiply the inserted zeros (v6e, 16x256->256 32x32 k4 s2 g8:
   2.1M against 8.0M cycles forward, 7.5M against 20.8M for the training step).
@@ -575,17 +559,8 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
     return "dilated" if geometry.group == 1 and all(d == 1 for d in geometry.dilation) else "phase"
   if platform == "tpu" and geometry.group > 1:  # both as matrix products (`_grouped`): the phases' do less
     return "phase"
-  if platform == "tpu":  # the phases' value where its two copies pay: moving the kernel, depth-to-space
-    # Every phase with a tap at every position: one product (where they differ, `_phase` makes one per group
-    # of phases, so that no position without a tap is multiplied: several kernels, dearer than the reference).
-    every_phase = geometry.phase_count() == math.prod(geometry.stride) and not geometry.phase_holes()
-    output_values = (rows or 0) * math.prod(geometry.stride) * out_channels
-    weight_values = in_channels * out_channels // geometry.group * math.prod(geometry.kernel_size)
-    full_tiles = len(geometry.stride) == 1 or batch is None or batch >= 8
-    if (geometry.group == 1 and len(geometry.stride) <= 2 and every_phase and full_tiles
-        and (rows is None or output_values >= 3 * weight_values)):
-      return "hybrid"
-    return "dilated"
+  if platform == "tpu":
+    return _tpu_plan(geometry, in_channels, out_channels, rows, batch, in_spatial)
   narrow = _phase.accumulation_type(dtype) is not None
   patch_row = taps * in_channels  # values per row of the phases' patch matrix (im2col)
   wasted = geometry.phase_holes() or geometry.phase_work(in_spatial) >= _PHASE_WORK_FOR_THE_REFERENCE
@@ -593,6 +568,32 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
       and patch_row >= 256):
     return "hybrid"
   return "phase"
+
+
+def _tpu_plan(geometry: _arguments.Geometry, in_channels: int, out_channels: int, rows: int | None,
+              batch: int | None, in_spatial: tuple[int, ...] | None) -> _hybrid.Plan:
+  """`auto` on TPU for one group and a stride: the value and the training step chosen apart (`_hybrid.Plan`).
+
+  One program serves every TPU generation (`lax.platform_dependent` knows the platform, not the chip), so each
+  choice is the one with the smaller product of XLA:TPU's estimated cycles over Flax's on v5e and v6e
+  (``docs/speed.md``, ``benchmarks/results/accelerator-programs.md``):
+
+  * the value nobody differentiates is the phases' where their two copies pay (moving the kernel; the
+    batch-minor depth-to-space): every phase with a tap at every position, one or two dimensions, 2-D inputs
+    of at least 8 examples (XLA tiles the depth-to-space by ``(N, 128)``) and ``32 x 32`` positions, and an
+    output of at least 3x the kernel's values; the reference's otherwise;
+  * under differentiation, where the value feeds a loss, the adjoint's derivatives
+    (`convtranspose._dilated.adjoint_tangent`) with the reference's value in 2-D, which XLA fuses into the
+    loss, and the phases' in 1-D and 3-D where every phase has a tap at every position.
+  """
+  every_phase = geometry.phase_count() == math.prod(geometry.stride) and not geometry.phase_holes()
+  n = len(geometry.stride)
+  output_values = (rows or 0) * math.prod(geometry.stride) * out_channels
+  weight_values = in_channels * out_channels * math.prod(geometry.kernel_size)
+  large_2d = n == 1 or ((batch is None or batch >= 8) and (in_spatial is None or math.prod(in_spatial) >= 1024))
+  phases_pay = (n <= 2 and every_phase and large_2d and (rows is None or output_values >= 3 * weight_values))
+  trained_value = "phase" if every_phase and n != 2 else "dilated"
+  return _hybrid.Plan("phase" if phases_pay else "dilated", trained_value, "adjoint")
 
 
 # Where the phase product does this many times the layer's multiply-adds, XLA's CPU convolution of the dilated

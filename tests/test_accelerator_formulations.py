@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import convtranspose as ct
 from conftest import assert_close, standard_normal
-from convtranspose import functional
+from convtranspose import _hybrid, functional
 from test_functional import apply, layer_forward, layers, random_operands
 
 ALGORITHMS = ("auto", "dilated", "phase", "hybrid")
@@ -78,6 +78,46 @@ def test_jacobians_in_both_modes(platform, algorithm):
     expected = jax.jacrev(reference, argnum)(x, weight)
     assert_close(jax.jacfwd(ours, argnum)(x, weight), expected)
     assert_close(jax.jacrev(ours, argnum)(x, weight), expected)
+
+
+PLANS = [_hybrid.Plan(value, trained_value, derivatives) for value in ("phase", "dilated")
+         for trained_value in ("phase", "dilated") for derivatives in ("adjoint", "reference")]
+# A layer whose phases all hold every tap, and one with holes, output_padding, several groups and a dilation.
+PLAN_LAYERS = {
+    "2-D k4 s2": dict(n=2, group=1, in_channels=3, out_channels=2, kernel=(4, 4), stride=(2, 2), dilation=(1, 1),
+                      pad_mode="pad", padding=(1, 1, 1, 1), output_padding=0, lengths=(3, 4)),
+    "1-D k3 s2 d3 g2": dict(n=1, group=2, in_channels=4, out_channels=2, kernel=(3,), stride=(2,), dilation=(3,),
+                            pad_mode="pad", padding=(1, 2), output_padding=(1,), lengths=(5,)),
+}
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=lambda plan: f"{plan.value}-{plan.trained_value}-{plan.derivatives}")
+@pytest.mark.parametrize("layer_name", PLAN_LAYERS)
+def test_every_accelerator_plan_computes_the_layer_and_its_derivatives(monkeypatch, layer_name, plan):
+  """Each of the eight programs `auto` may build off the CPU (`_hybrid.Plan`: the inference value, the value
+  under differentiation, the derivatives' form) has the reference's value, gradients, tangents and second
+  derivatives, whichever `_choose_algorithm` would pick."""
+  layer = dict(PLAN_LAYERS[layer_name])
+  layer["out"] = functional.conv_transpose_output_shape(layer["lengths"], layer["kernel"], layer["stride"], "pad",
+                                                       layer["padding"], layer["dilation"],
+                                                       output_padding=layer["output_padding"])
+  run_as(monkeypatch, "tpu")
+  monkeypatch.setattr(functional, "_choose_algorithm", lambda *args, **kwargs: plan)
+  x, weight, z = random_operands(layer, 0)
+  ours, reference = functools.partial(apply, layer, algorithm="auto"), reference_vjp(layer, z)
+  assert_close(ours(x, weight), reference(x, weight))
+
+  def loss_of(fn):
+    return lambda x, w: jnp.vdot(z, jnp.sin(fn(x, w)))
+
+  for argnums in ((0, 1), 0, 1):
+    jax.tree.map(assert_close, jax.value_and_grad(loss_of(ours), argnums)(x, weight),
+                 jax.value_and_grad(loss_of(reference), argnums)(x, weight))
+  tangents = standard_normal(1, x.shape), jnp.flip(weight)
+  jax.tree.map(assert_close, jax.jvp(ours, (x, weight), tangents), jax.jvp(reference, (x, weight), tangents))
+  second_order = [jax.grad(lambda w, fn=fn: jnp.sum(jax.grad(loss_of(fn))(x, w) ** 2))(weight)
+                  for fn in (ours, reference)]
+  assert_close(*second_order)
 
 
 @pytest.mark.parametrize("platform", ["gpu", "tpu"])
