@@ -23,7 +23,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import peers
-from bench import DTYPES, blocking, layer_operands, median_ms, target_like
+from bench import DTYPES, blocking, layer_operands, median_ms, target_of_shape
 
 from convtranspose import _arguments, functional
 
@@ -81,7 +81,7 @@ def main() -> None:
       layer = functools.partial(functional.conv_transpose, bias=None, stride=s, pad_mode="pad", padding=p,
                                 output_padding=op, algorithm=algorithm)
       # Compiled once: timed, and asked for its temporary buffers (XLA's memory analysis).
-      target = jnp.asarray(target_like(jax.eval_shape(layer, x, weight)))
+      target = jnp.asarray(target_of_shape(jax.eval_shape(layer, x, weight).shape))
       compiled = [jax.jit(layer).lower(x, weight).compile(),
                   jax.jit(peers.training_step(layer)).lower(x, weight, target).compile()]
       forward, train = blocking(compiled[0], x, weight), blocking(compiled[1], x, weight, target)

@@ -95,9 +95,9 @@ def blocking(fn, *args):
   return lambda: jax.block_until_ready(fn(*args))
 
 
-def target_like(y) -> np.ndarray:
-  """A seeded random target of ``y``'s shape for the training step's loss, in float32."""
-  return np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+def target_of_shape(shape: tuple[int, ...]) -> np.ndarray:
+  """A seeded random target for the training step's loss, in float32."""
+  return np.random.default_rng(1).standard_normal(shape).astype(np.float32)
 
 
 def jax_runner(fn, x, weight, target):
@@ -164,7 +164,7 @@ def runners(layer: tuple, dtype_name: str) -> dict:
   x_last = jnp.moveaxis(x_j, 1, -1)
   channels_last = peers.CHANNELS_LAST[n]
   kernel = jnp.asarray(ct.convert.flax_kernel(weight), dtype)  # the peers' own parameter, converted once
-  target = target_like(np.empty((batch, c_out, *ct.conv_transpose_output_shape(spatial, k, s, "pad", p))))
+  target = target_of_shape((batch, c_out, *ct.conv_transpose_output_shape(spatial, k, s, "pad", p)))
   target_last = jnp.asarray(np.moveaxis(target, 1, -1))
   return {
       "ours NCHW": jax_runner(lambda x, w: ct.conv_transpose(x, w, None, s, "pad", p), x_j, w_j, target),
