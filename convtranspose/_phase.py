@@ -16,6 +16,7 @@ and, where every phase has one tap, multiplied as a matrix product (`_tpu_produc
 
 import functools
 import itertools
+import math
 from typing import Any
 
 import jax
@@ -30,10 +31,14 @@ from convtranspose._layout import data_axes
 Array = jax.Array
 
 
+# The most values per input row a split phase product takes in the col2im form (`phase`).
+_FEW_COL2IM_VALUES = 64
+
+
 def phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
            precision: lax.PrecisionLike, platform: str) -> Array:
   """The sub-pixel decomposition (`convtranspose._shapes.phase_plan`), computed channels-last, except a
-  channels-first input's col2im product on CPU, which stays channels-first (`result_is_channels_first`).
+  channels-first input's col2im product on CPU, which stays channels-first.
 
   The phase kernel ``(*K, C_in // G, G * prod(P) * C_out // G)`` is rearranged from ``weight``
   (`phase_kernel`), for the ``P`` phases per dimension that hold a tap: a dilation sharing a factor with the
@@ -53,13 +58,22 @@ def phase(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: t
   kernel = phase_kernel(weight, geometry, plans, used)
   group, out_per_group = geometry.group, weight.shape[1]
   on_cpu = platform == "cpu"
+  layer_col2im = multiplies_first(kernel.shape[-1], kernel.shape[-2], group, on_cpu)
 
   def product(kernel: Array, padding: list[tuple[int, int]], dilation: tuple[int, ...]) -> tuple[Array, bool]:
     if platform == "tpu":
       return _tpu_product(x, kernel, padding, group, precision, geometry.channels_last, dilation), False
+    # Where the phases' tap runs split the product, each part has fewer columns than the layer's: it takes
+    # col2im only if its values per input row stay few (the channels-first form multiplies the kernel per
+    # example: 32x512->256 4x4 k3 s2, NCHW, 256 values per row, took 77 ms forward and 334 ms per training step
+    # in col2im, 9 and 31 ms in im2col; thin 8x16->8 64x64 k3 s2, at most 32, trains in 6.4 ms in col2im and
+    # 13 ms in im2col). A bound on the kernel, not the input, so that `jax.export`'s symbolic lengths get the
+    # same program.
+    col2im = layer_col2im or (multiplies_first(kernel.shape[-1], kernel.shape[-2], group, on_cpu)
+                              and math.prod(kernel.shape[:-2]) * kernel.shape[-1] <= _FEW_COL2IM_VALUES)
     y = padded_convolution(x, kernel, padding, group, precision, on_cpu=on_cpu,
-                           channels_last=geometry.channels_last, dilation=dilation)
-    return y, result_is_channels_first(kernel, group, on_cpu, geometry.channels_last)
+                           channels_last=geometry.channels_last, dilation=dilation, col2im=col2im)
+    return y, col2im and not geometry.channels_last
 
   y, first = _products_of_tap_runs(kernel, plans, used, group, product)
   if platform == "tpu":
@@ -241,13 +255,14 @@ def phase_kernel(weight: Array, geometry: _arguments.Geometry, plans: list[_shap
 
 def padded_convolution(x: Array, kernel: Array, padding: list[tuple[int, int]], group: int,
                        precision: lax.PrecisionLike, on_cpu: bool, channels_last: bool = True,
-                       dilation: tuple[int, ...] | None = None) -> Array:
+                       dilation: tuple[int, ...] | None = None, col2im: bool | None = None) -> Array:
   """Stride-1 convolution of ``x`` padded by ``padding`` (negative values crop): ``x`` ``(N, *L, C)``, or
   ``(N, C, *L)`` unless ``channels_last``; ``kernel`` ``(*K, C // G, M)``, its taps spaced by ``dilation``
-  ``e`` (default 1); the result ``(N, *Q, M)``, channels-last (``(N, M, *Q)`` where
-  `result_is_channels_first`), ``y[p] = sum_t x_padded[p + e * t] @ kernel[t]``.
+  ``e`` (default 1); the result ``(N, *Q, M)``, channels-last (``(N, M, *Q)`` for a channels-first input
+  in the col2im form), ``y[p] = sum_t x_padded[p + e * t] @ kernel[t]``.
 
-  Two matrix-product forms serve the CPU (one group), whichever moves less data (`multiplies_first`):
+  Two matrix-product forms serve the CPU (one group), whichever moves less data (`multiplies_first`, unless
+  ``col2im`` says which):
 
   * im2col (`valid_convolution`): the ``prod(K)`` shifted windows of the padded input side by side, times
     the kernel: ``prod(K) * C`` values copied per input row;
@@ -258,7 +273,7 @@ def padded_convolution(x: Array, kernel: Array, padding: list[tuple[int, int]], 
     windows (``prod(K) * M`` columns) times the kernel for the input, and the input times them for the
     weight, PyTorch's im2col weight gradient of the forward convolution. A channels-first input is
     multiplied as it lies, the kernel's transpose times each example's ``(C, prod(L))`` (batched over
-    ``N``), and the result is channels-first ``(N, M, *Q)`` (`result_is_channels_first`): no transposed copy
+    ``N``), and the result is channels-first ``(N, M, *Q)``: no transposed copy
     of the input or the output in either pass. (The input's transpose times the kernel, with a channels-last
     result, took 3.7 ms against 0.47 ms for this form's product on 16x64->1 32x32 k4 s2, fp32.)
 
@@ -273,7 +288,9 @@ def padded_convolution(x: Array, kernel: Array, padding: list[tuple[int, int]], 
   """
   n = kernel.ndim - 2
   dilation = dilation or (1,) * n
-  if multiplies_first(kernel.shape[-1], kernel.shape[-2], group, on_cpu):
+  if col2im is None:
+    col2im = multiplies_first(kernel.shape[-1], kernel.shape[-2], group, on_cpu)
+  if col2im:
     taps, (channels, columns) = int(np.prod(kernel.shape[:n])), kernel.shape[n:]
     matrix = jnp.moveaxis(kernel.reshape(taps, channels, columns), 0, 1).reshape(channels, taps * columns)
     accumulation = accumulation_type(x.dtype)
@@ -303,11 +320,6 @@ def _padded_channels_last(x: Array, padding: list[tuple[int, int]], channels_las
   if not channels_last:
     x = jnp.moveaxis(x, 1, -1)
   return lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)])
-
-
-def result_is_channels_first(kernel: Array, group: int, on_cpu: bool, channels_last: bool) -> bool:
-  """Whether `padded_convolution` returns ``(N, M, *Q)``: for a channels-first input in the col2im form."""
-  return not channels_last and multiplies_first(kernel.shape[-1], kernel.shape[-2], group, on_cpu)
 
 
 def multiplies_first(columns: int, channels: int, group: int, on_cpu: bool) -> bool:
