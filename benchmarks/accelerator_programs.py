@@ -111,7 +111,7 @@ SUITE = {
 }
 DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
 PEERS = ("flax", "lax")
-CHANNELS_LAST = {1: "NLC", 2: "NHWC", 3: "NDHWC"}
+CHANNELS_LAST = peers.CHANNELS_LAST
 CHANNELS_FIRST = {1: "NCL", 2: "NCHW", 3: "NCDHW"}
 
 
@@ -136,8 +136,8 @@ def implementations(layer: Layer) -> dict:
   ours["ours auto NHWC"] = (layer.function(last, "auto"), True)
   if layer.group > 1:
     return ours
-  shape = (n, layer.k, layer.s, layer.p, layer.d, layer.output_padding)
-  return {**ours, "flax": (peers.flax_layer(n, layer.c_out, *shape[1:]), True), "lax": (peers.lax_layer(*shape), True)}
+  window = (layer.k, layer.s, layer.p, layer.d, layer.output_padding)
+  return {**ours, "flax": (peers.flax_layer(n, layer.c_out, *window), True), "lax": (peers.lax_layer(n, *window), True)}
 
 
 def compile_program(fn, layer: Layer, dtype, channels_last: bool, chip: str, train: bool = False,
