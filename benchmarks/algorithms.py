@@ -17,7 +17,6 @@ whatever the device's convolution needs.
 
 import argparse
 import functools
-import math
 import sys
 
 import jax
@@ -93,8 +92,7 @@ def main() -> None:
       cells.append(f"{algorithm} " + " / ".join(f"{t:7.2f}" for t in times) + " ms, "
                    + " / ".join(f"{m:.1f}" for m in memory) + " MiB")
     geometry = _arguments.geometry(len(spatial), k, s, "pad", p, 1, 1, output_padding=op)
-    auto = functional._choose_algorithm("auto", geometry, c_in, c_out, dtype, platform, batch * math.prod(spatial),
-                                        batch=batch, in_spatial=spatial)
+    auto = functional._choose_algorithm("auto", geometry, c_in, c_out, dtype, platform, batch, spatial)
     # auto's time over the fastest algorithm's, forward / training step (of those timed)
     ratios = [timings[auto][i] / min(t[i] for t in timings.values() if len(t) > i) if len(timings[auto]) > i
               else float("nan") for i in range(2)]

@@ -5,6 +5,7 @@ from convtranspose import initializers as initializers
 from convtranspose import interop as interop
 from convtranspose import nnx as nnx
 from convtranspose import sharding as sharding
+from convtranspose import tuning as tuning
 from convtranspose.functional import conv1d_transpose as conv1d_transpose
 from convtranspose.functional import conv2d_transpose as conv2d_transpose
 from convtranspose.functional import conv3d_transpose as conv3d_transpose
@@ -19,6 +20,10 @@ from convtranspose.modules import Conv3dTranspose as Conv3dTranspose
 from convtranspose.modules import ConvTranspose1d as ConvTranspose1d
 from convtranspose.modules import ConvTranspose2d as ConvTranspose2d
 from convtranspose.modules import ConvTranspose3d as ConvTranspose3d
+from convtranspose.tuning import Tuning as Tuning
+from convtranspose.tuning import autotune as autotune
+from convtranspose.tuning import tune_on_miss as tune_on_miss
+from convtranspose.tuning import use_tuning as use_tuning
 
 __all__ = [
     "Conv1dTranspose",
@@ -27,6 +32,8 @@ __all__ = [
     "ConvTranspose1d",
     "ConvTranspose2d",
     "ConvTranspose3d",
+    "Tuning",
+    "autotune",
     "conv1d_transpose",
     "conv2d_transpose",
     "conv3d_transpose",
@@ -40,5 +47,8 @@ __all__ = [
     "interop",
     "nnx",
     "sharding",
+    "tune_on_miss",
+    "tuning",
+    "use_tuning",
 ]
 __version__ = "0.1.0"

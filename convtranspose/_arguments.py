@@ -197,7 +197,7 @@ def checked_padding_mode(value: Any, pad_mode: str) -> str:
   return value
 
 
-ALGORITHMS = ("auto", "dilated", "phase", "hybrid")
+ALGORITHMS = ("auto", "autotune", "dilated", "phase", "hybrid")
 
 
 def checked_algorithm(value: Any) -> str:

@@ -15,8 +15,10 @@
   be a convolution with ``batch_group_count``, which XLA partitions wrongly, and the reference's products
   (`convtranspose._grouped`) multiply the inserted zeros.
 
-A `Plan` chooses the accelerator form's three parts apart, as `algorithm='auto'` does on TPU: the value nobody
-differentiates, the value under differentiation and the derivatives (`convtranspose.functional._tpu_plan`).
+A `Plan` chooses the accelerator form's three parts apart, as `algorithm='auto'`'s rule does on TPU: the value
+nobody differentiates, the value under differentiation and the derivatives (`convtranspose.functional._tpu_plan`).
+A `Chosen` pairs any two algorithms, one for the value and one for the training step, as a tuning table chooses
+them (`convtranspose.tuning`).
 
 Either way the value and the derivatives are the layer's, to float rounding.
 """
@@ -150,3 +152,55 @@ def _planned_jvp(geometry, out_spatial, precision, platform, plan, primals, tang
   reference = functools.partial(lhs_dilated_convolution, geometry=geometry, out_spatial=out_spatial,
                                 precision=precision, on_cpu=False)
   return y, bilinear_tangent(reference, x, weight, x_dot, weight_dot, y)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chosen:
+  """A layer computed by one algorithm and differentiated by another, each a name of `FORMULATIONS`.
+
+  Attributes:
+    value: the algorithm of the value nobody differentiates (inference).
+    training: the algorithm whose value and derivatives serve under `jax.grad`, `jax.vjp` or `jax.jvp` (the
+      training step), value included, so that reverse mode shares its intermediates.
+
+  Called as an algorithm of `convtranspose.functional`; both compute the layer, to float rounding.
+  """
+
+  value: str
+  training: str
+
+  def __call__(self, x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
+               precision: lax.PrecisionLike, platform: str) -> Array:
+    if self.value == self.training:
+      return FORMULATIONS[self.value](x, weight, geometry, out_spatial, precision, platform)
+    return _chosen(x, weight, geometry, out_spatial, precision, platform, self)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _chosen(x: Array, weight: Array, geometry: _arguments.Geometry, out_spatial: tuple[int, ...],
+            precision: lax.PrecisionLike, platform: str, chosen: Chosen) -> Array:
+  """``chosen.value``; differentiated, `_chosen_jvp`."""
+  return FORMULATIONS[chosen.value](x, weight, geometry, out_spatial, precision, platform)
+
+
+@functools.partial(_chosen.defjvp, symbolic_zeros=True)
+def _chosen_jvp(geometry, out_spatial, precision, platform, chosen, primals, tangents):
+  """The JVP of ``chosen.training``, with respect to the arguments JAX differentiates only."""
+  (x, weight), (x_dot, weight_dot) = primals, tangents
+  training = FORMULATIONS[chosen.training]
+
+  def layer(x: Array, weight: Array) -> Array:
+    return training(x, weight, geometry, out_spatial, precision, platform)
+
+  if isinstance(x_dot, SymbolicZero) and isinstance(weight_dot, SymbolicZero):
+    y = layer(x, weight)
+    return y, jnp.zeros_like(y)
+  if isinstance(x_dot, SymbolicZero):
+    return jax.jvp(lambda weight: layer(x, weight), (weight,), (weight_dot,))
+  if isinstance(weight_dot, SymbolicZero):
+    return jax.jvp(lambda x: layer(x, weight), (x,), (x_dot,))
+  return jax.jvp(layer, (x, weight), (x_dot, weight_dot))
+
+
+# The algorithms by name, as `algorithm=` takes them.
+FORMULATIONS = {"dilated": lhs_dilated, "phase": phase, "hybrid": hybrid}

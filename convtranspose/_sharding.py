@@ -10,6 +10,7 @@ constraint), and under `jax.shard_map` the manual axes are left to the caller: t
 block.
 """
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -49,6 +50,16 @@ def _spec(a: jax.Array) -> list:
   """The `PartitionSpec` of ``a``'s type, one entry per axis."""
   spec = list(jax.typeof(a).sharding.spec)
   return spec + [None] * (a.ndim - len(spec))
+
+
+def block_shape(a: jax.Array) -> tuple[int, ...]:
+  """The shape of the block of ``a`` each device holds under a mesh with `Explicit` axes (each axis divided by
+  the mesh axes its type names); elsewhere ``a``'s shape (under `jax.shard_map` the local block already)."""
+  mesh = explicit_mesh(a)
+  if mesh is None:
+    return tuple(a.shape)
+  return tuple(size // math.prod(mesh.shape[name] for name in _mesh_axes(entry))
+               for size, entry in zip(a.shape, _spec(a)))
 
 
 def output_spec(x: jax.Array, weight: jax.Array, out_shape: tuple[int, ...], channel_axis: int,

@@ -18,8 +18,10 @@ One N-dimensional `conv_transpose` does the work; `conv1d_transpose`, `conv2d_tr
   elsewhere).
 
 ``'auto'`` picks one per layer and per platform XLA compiles for (CPU, GPU or TPU; `lax.platform_dependent`
-decides at lowering, so `jax.export` for a GPU gets the GPU's choice); on TPU it chooses the value and the
-training step apart (`convtranspose._hybrid.Plan`); see `_choose_algorithm`.
+decides at lowering, so `jax.export` for a GPU gets the GPU's choice): the fastest measured on this device
+where a tuning table knows the layer (`convtranspose.tuning`: `autotune`, the tables shipped for this device),
+the value and the training step chosen apart, else a rule (`_choose_algorithm`). ``'autotune'`` measures a
+layer no table knows when it is traced, and remembers the result for the process.
 """
 
 import dataclasses
@@ -33,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from convtranspose import _arguments, _dilated, _hybrid, _phase, _shapes, _sharding
+from convtranspose import _arguments, _hybrid, _phase, _shapes, _sharding, tuning
 from convtranspose._layout import batch_shape, data_axes
 
 Array = jax.Array
@@ -131,8 +133,9 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, stride: I
     data_format: ``'NCL'``/``'NLC'``, ``'NCHW'``/``'NHWC'`` or ``'NCDHW'``/``'NDHWC'`` for 1, 2, 3
       spatial dimensions; None (default) is channels-first. ``weight`` keeps its layout either way.
     precision: passed to `jax.lax.conv_general_dilated`.
-    algorithm: ``'auto'`` (default), ``'dilated'``, ``'phase'`` or ``'hybrid'``: how XLA is asked to compute
-      it (see the module docstring); every choice gives the same result up to float rounding.
+    algorithm: ``'auto'`` (default), ``'autotune'``, ``'dilated'``, ``'phase'`` or ``'hybrid'``: how XLA is
+      asked to compute it (see the module docstring; ``'auto'`` follows the active tuning, `convtranspose.tuning`);
+      every choice gives the same result up to float rounding.
     out_sharding: the output's sharding, a `jax.sharding.PartitionSpec` of the context mesh or a
       `jax.sharding.NamedSharding`, as `jax.lax.conv_general_dilated` takes it. None (default): under a mesh
       with `Explicit` axes, the batch and spatial axes keep the mesh axes of ``x``'s type and the channel axis
@@ -286,7 +289,7 @@ def _mint_function(n: int):
       `conv_transpose`).
     data_format: keyword-only; channels-first (None, the default) or channels-last (see `conv_transpose`).
     precision: keyword-only; passed to `jax.lax.conv_general_dilated`.
-    algorithm: keyword-only; ``'auto'`` (default), ``'dilated'``, ``'phase'`` or ``'hybrid'``.
+    algorithm: keyword-only; ``'auto'`` (default), ``'autotune'``, ``'dilated'``, ``'phase'`` or ``'hybrid'``.
     out_sharding: keyword-only; the output's sharding (see `conv_transpose`).
     preferred_element_type: keyword-only; the output's dtype (see `conv_transpose`).
 
@@ -392,15 +395,22 @@ def _conv_transpose(x: Array, weight: Array, bias: Array | None, geometry: _argu
   out_spatial = geometry.output_shape(in_spatial)
   out_shape = batch_shape(x.shape[0], out_channels, out_spatial, geometry.channels_last)
 
-  # Sizes the rule may read; a symbolic one (`jax.export.symbolic_shape`) is unknown to it.
+  # Sizes the rule may read; a symbolic one (`jax.export.symbolic_shape`) is unknown to it, and to the tables.
   batch = x.shape[0] if _is_constant(x.shape[0]) else None
   known_spatial = in_spatial if all(map(_is_constant, in_spatial)) else None
-  rows = None if batch is None or known_spatial is None else batch * math.prod(known_spatial)
+  call = None
+  if algorithm in ("auto", "autotune") and batch is not None and known_spatial is not None:
+    # The per-device block under an explicit mesh: what each device computes, and what a tuning measured.
+    call = tuning.LayerCall(geometry, _sharding.block_shape(x), _sharding.block_shape(weight), str(dtype),
+                            precision)
+    tuning.record(call)
 
   def compute(x: Array, weight: Array, *, platform: str) -> Array:
-    choice = _choose_algorithm(algorithm, geometry, weight.shape[0], out_channels, dtype, platform, rows,
-                               batch=batch, in_spatial=known_spatial)
-    method = choice if isinstance(choice, _hybrid.Plan) else _COMPUTE[choice]
+    choice = call and tuning.choice(call, platform, tune=algorithm == "autotune")
+    if choice is None:
+      choice = _choose_algorithm(algorithm, geometry, weight.shape[0], out_channels, dtype, platform, batch,
+                                 known_spatial)
+    method = _hybrid.FORMULATIONS[choice] if isinstance(choice, str) else choice
     if geometry.padding_mode == "zeros":
       return method(x, weight, geometry, out_spatial, precision, platform)
     # The zero-padded adjoint of the unpadded convolution, then the padding's adjoint.
@@ -473,78 +483,26 @@ def _fold_padding(y: Array, geometry: _arguments.Geometry, out_spatial: tuple[in
 
 
 def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels: int, out_channels: int,
-                      dtype: Any, platform: str, rows: int | None = None, batch: int | None = None,
+                      dtype: Any, platform: str, batch: int | None = None,
                       in_spatial: tuple[int, ...] | None = None) -> str | _hybrid.Plan:
-  """``algorithm``, with ``'auto'`` resolved for the platform (``'cpu'``, ``'gpu'``, ``'tpu'``) and the layer: an
-  algorithm's name, or on TPU a `_hybrid.Plan`.
+  """``algorithm``, or for ``'auto'`` (and ``'autotune'``) the rule that serves where no tuning table knows the
+  layer (`convtranspose.tuning`): an algorithm's name, or off the CPU a `_hybrid.Plan`. ``batch`` and
+  ``in_spatial`` are None where symbolic. The measurements behind each branch: ``docs/speed.md``.
 
-  On CPU the rule compares the values each formulation moves, then the measurements below decide the rest.
-
-  * **Few output channels** (the last layer of a generator, an autoencoder or a segmentation decoder):
-    ``'phase'``, whose product then takes the col2im form (`_phase.padded_convolution`), whenever that form
-    moves fewer values per input row than the input has channels, ``P * C_out < C_in`` with a stride (``P``
-    phases holding taps: the product's columns per tap, against im2col's ``C_in`` per tap) and
-    ``prod(K) * C_out < C_in`` at stride 1 (all its columns, ``K`` the dilated kernel there, against XLA's
-    convolution, which reads the input once); one group. Its forward pass multiplies each input value once,
-    with no patches and no zero-stuffed input, and its training step is three products whose widest operand
-    has ``prod(K) * P * C_out`` columns (the cotangent's windows), as PyTorch's im2col weight gradient. ``python benchmarks/algorithms.py``
-    (NCHW, fp32, forward / training step, ms; ``auto`` before this rule in brackets): 16x64->1 32x32 k4 s2
-    1.4 / 2.8 (phase im2col 11.1 / 18.1), 8x128->3 64x64 k4 s2 4.7 / 10.8 (46.5 / 80.9), 4x64->3 64x64 k5
-    s2 2.3 / 8.2 (hybrid 3.4 / 41.3), 8x64->1 64x64 k3 s1 1.7 / 5.1 (dilated 4.0 / 18.3); not 4x32->3 128x128
-    k7 s1 (147 columns for 32 channels: phase 17.9 / 99 vs dilated 5.6 / 78) nor 8x16->3 64x64 k5 s1 (75 for
-    16: 2.3 / 12.9 vs 3.4 / 8.7). Where that product stays within glibc's 32 MiB mmap threshold
-    (``N * prod(L) * prod(K) * C_out`` values of its accumulation type) such a stride-1 layer takes ``'hybrid'``,
-    on CPU at stride 1 the phases' value with the reference's derivatives (`_hybrid._phase_value_on_cpu`):
-    8x16->3 64x64 k5 s1 (9.8 MB) 1.4 / 13.4 ms, against phase 1.3 / 25.3 and dilated 5.4 / 13.3; 4x32->3
-    128x128 k7 s1 (38.5 MB) keeps ``'dilated'`` (9.0 / 137, hybrid 27 / 172). Since a channels-first input's
-    product is the kernel's transpose times the input (a channels-first result, no transposed input or
-    output), the NCHW forward passes are faster still:
-    16x64->1 0.73 ms (was 4.3 on the same run), 8x128->3 3.9 (9.1), 8x64->1 k3 s1 0.36 (4.1).
-  * **Holes, wide inputs**: ``'hybrid'`` (below) needs a patch row of at least 256 values
-    (``prod(K) * C_in``); with fewer the phases' im2col product is cheap (8x16->8 64x64 k3 s2, 64 values:
-    phase 1.9 / 6.0 ms, hybrid 3.6 / 5.8 ms).
-
-  Measured on 2 CPU cores (``benchmarks/results/cpu-fp32.json`` and ``cpu-bf16.json``): with a stride above 1,
-  ``'auto'`` takes 0.53x the reference's forward time (geometric mean over the first study's ten layers;
-  0.01x-1.31x; over today's 22, 0.38x) and
-  0.05x its training step, where the lhs-dilated weight gradient falls off XLA's fast path (32x256->128 8x8
-  k4 s2: 590 ms vs 30 ms). In bfloat16 0.38x and 0.05x.
-  Its forward pass loses in two dimensions where the kernel's taps leave holes in the phase kernel
-  (``k % s != 0`` without dilation; a dilation sharing a factor with the stride, which empties whole phases)
-  or the phase product does at least 1.2x the layer's multiply-adds (`_arguments.Geometry.phase_work`: an
-  input so small that the phases cover many more rows than it has), and the input has at least as many
-  channels as the output; there ``'hybrid'`` keeps the dilated forward pass and the phase derivatives.
-  ``python benchmarks/algorithms.py`` (NCHW input, fp32, forward, hybrid vs phase): 32x512->256 4x4 k3 s2
-  7.5 vs 21.4 ms, 8x128->128 16x16 k3 s2 4.5 vs 6.8, 4x128->128 32x32 k3 s2 8.8 vs 11.4, 8x128->64 16x16 k5
-  s2 4.4 vs 6.9, 8x96->96 16x16 k6 s4 9.9 vs 12.8; with taps that tile the stride, 64x512->256 4x4 k4 s2
-  (1.56x the work) 36.0 vs 54.5, 32x256->128 8x8 (1.27x) 18.9 vs 20.2, 32x128->64 8x8 (1.27x) 6.3 vs 6.6;
-  training steps equal. Not at 16x256->128 16x16 k4 s2 (1.13x: 55.5 vs 50.6 ms), nor with more output
-  channels (8x64->256 32x32 k3 s2: 89 vs 70 ms), nor at 32x32 (8x64->64 32x32 k4 s2, 1.06x: 25 vs 6.8 ms),
-  nor in one dimension (split: 1.08 vs
-  0.99 ms, 0.83 vs 0.98 ms), nor in three, where XLA's CPU lhs-dilated convolution is a naive loop
-  (2x32->16 8^3 k4 s2: 95 vs 0.92 ms). In bfloat16 and float16 the phases' matrix product runs on the
-  CPU's matrix units (`_phase.valid_convolution`) and wins these layers too (bf16 forward, phase vs hybrid:
-  4x128->128 32x32 k3 s2 7.0 vs 7.8 ms, 8x128->128 16x16 k3 s2 2.9 vs 3.5 ms). At stride 1 there are no
-  phases and no inserted zeros; the reference is as fast (bf16 stride 1 8x64->64 16x16 k3: 1.1 vs 1.6 ms
-  forward, 2.6 vs 5.5 ms per training step).
-
-  Off the CPU the rule comes from the programs XLA compiles (``python benchmarks/accelerator_programs.py``,
-  ``benchmarks/results/accelerator-programs.md``; compile-only, so kernels, multiply-adds and XLA:TPU's cost
-  model, not times). On GPU, ``'dilated'`` for one group and no dilation: one cuDNN backward-data call, and with
-  `convtranspose._dilated.adjoint_tangent` a training step of backward-data, forward and backward-filter at
-  1.00x the useful multiply-adds (16x256->128 32x32 k4 s2; JAX's own derivative is a forward convolution with
-  a 32x32 window, and 3.33x the work in 1-D and 3-D). ``'phase'`` for groups, which XLA never hands to the
-  backward-data kernel: the reference convolves the zero-stuffed input there (16x256->256 g8: 4.00x the
-  work, the phases 1.06x), and for a dilation, which that kernel does not take either (8x64->64 16x16 k3
-  s2 d2: the reference 11x the work over the zero-stuffed input, the phases 1.00x with forward,
-  backward-input and backward-filter calls). On TPU, one group: `_tpu_plan`. With groups,
-  ``'phase'`` on every platform: both formulations are then matrix products batched over the groups
-  (`convtranspose._grouped`), and the reference's multiply the inserted zeros (v6e, 16x256->256 32x32 k4 s2 g8:
-  2.1M against 8.0M cycles forward, 7.5M against 20.8M for the training step).
+  * Few output channels (CPU): ``'phase'`` where its col2im product moves fewer values per input row than the
+    input has channels (`_phase.multiplies_first`); at stride 1 ``'hybrid'`` (its value, the reference's
+    derivatives) while that product fits glibc's mmap threshold.
+  * Stride 1: ``'dilated'``, a plain convolution.
+  * GPU: the phases' value (an H100 timed it at 0.24-0.57x the lhs-dilated program), differentiated as the
+    adjoint (cuDNN's backward-data, forward and backward-filter kernels); ``'phase'`` with groups or dilation.
+  * TPU: ``'phase'`` with groups; otherwise `_tpu_plan`.
+  * CPU: ``'hybrid'`` for 2-D layers whose phases hold holes or extra rows, with at least as many input as
+    output channels, float32 and a patch row of at least 256 values; ``'phase'`` otherwise.
   """
-  if algorithm != "auto":
+  if algorithm not in ("auto", "autotune"):
     return algorithm
   stride_one = all(s == 1 for s in geometry.stride)
+  rows = None if batch is None or in_spatial is None else batch * math.prod(in_spatial)
   taps = math.prod(map(_shapes.phase_kernel_size, geometry.kernel_size, geometry.stride, geometry.dilation))
   columns = geometry.phase_count() * out_channels  # the phase kernel's columns per tap
   if _phase.multiplies_first(columns, in_channels, geometry.group, on_cpu=platform == "cpu"):
@@ -555,12 +513,12 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
       return "hybrid"
   if stride_one:
     return "dilated"
-  if platform == "gpu":  # the reference where XLA hands it to cuDNN's backward-data kernel
-    return "dilated" if geometry.group == 1 and all(d == 1 for d in geometry.dilation) else "phase"
-  if platform == "tpu" and geometry.group > 1:  # both as matrix products (`_grouped`): the phases' do less
-    return "phase"
+  if platform == "gpu":
+    plain = geometry.group == 1 and all(d == 1 for d in geometry.dilation)
+    return _hybrid.Plan("phase", "dilated", "adjoint") if plain else "phase"
   if platform == "tpu":
-    return _tpu_plan(geometry, in_channels, out_channels, rows, batch, in_spatial)
+    return "phase" if geometry.group > 1 else _tpu_plan(geometry, in_channels, out_channels, rows, batch,
+                                                        in_spatial)
   narrow = _phase.accumulation_type(dtype) is not None
   patch_row = taps * in_channels  # values per row of the phases' patch matrix (im2col)
   wasted = geometry.phase_holes() or geometry.phase_work(in_spatial) >= _PHASE_WORK_FOR_THE_REFERENCE
@@ -604,4 +562,4 @@ _PHASE_WORK_FOR_THE_REFERENCE = 1.2
 # glibc maps (and the kernel zeroes) any larger allocation afresh on every call (`_phase.padded_convolution`).
 _MMAP_THRESHOLD = 32 * 2**20
 
-_COMPUTE = {"dilated": _dilated.lhs_dilated, "phase": _phase.phase, "hybrid": _hybrid.hybrid}
+

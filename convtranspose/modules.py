@@ -75,7 +75,7 @@ class _MindSporeNn(_ConvTranspose):
     dtype: computation dtype; None promotes the input and the parameters (as Flax's layers do).
     param_dtype: parameter dtype. Default float32.
     precision: passed to `jax.lax.conv_general_dilated`.
-    algorithm: ``'auto'`` (default), ``'dilated'``, ``'phase'`` or ``'hybrid'``; see
+    algorithm: ``'auto'`` (default), ``'autotune'``, ``'dilated'``, ``'phase'`` or ``'hybrid'``; see
       `convtranspose.conv_transpose`.
     logical_axes: create ``weight`` and ``bias`` as `flax.linen.LogicallyPartitioned` values with the logical
       axis names of `convtranspose.sharding` (NNX: as the Variables' ``out_sharding``), for sharding with a
@@ -240,7 +240,7 @@ class _Mint(_ConvTranspose):
     compute_dtype: keyword-only. The computation dtype; None (default) promotes the input and the
       parameters, as Flax's layers do (e.g. ``jnp.bfloat16`` with float32 parameters: mixed precision).
     precision: keyword-only. Passed to `jax.lax.conv_general_dilated`.
-    algorithm: keyword-only. ``'auto'`` (default), ``'dilated'``, ``'phase'`` or ``'hybrid'``; see
+    algorithm: keyword-only. ``'auto'`` (default), ``'autotune'``, ``'dilated'``, ``'phase'`` or ``'hybrid'``; see
       `convtranspose.conv_transpose`.
     logical_axes: keyword-only. Name the parameters' axes for sharding, as `convtranspose.sharding` says.
     weight_init: keyword-only. Initializer of ``weight`` ``(C_in, C_out // groups, *kernel_size)``, any kind

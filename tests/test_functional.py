@@ -1,7 +1,6 @@
 """The pure function: hand-checked cases, PyTorch, the adjoint and VJP identities, JAX transformations."""
 
 import functools
-import math
 import re
 
 import chex
@@ -645,12 +644,16 @@ _CUDNN_BACKWARD_DATA = re.compile(r"stablehlo\.convolution\(%\S+, (%\S+)\) dim_n
 
 @pytest.mark.parametrize("platform", ["cuda", "rocm"])
 @pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
-def test_auto_lowers_the_reference_with_the_kernel_reversed_in_graph_for_gpus(platform, data_format):
-  """Chosen per platform at lowering (`lax.platform_dependent`), not from this host's default backend: the
-  GPU programs built here are the reference, in the caller's layout, shaped for cuDNN."""
+def test_gpu_programs_are_the_phases_for_auto_and_cudnns_pattern_for_dilated(platform, data_format):
+  """Chosen per platform at lowering (`lax.platform_dependent`), not from this host's default backend. `auto`'s
+  GPU forward pass is the phases' (an H100 timed it at 0.24-0.57x the lhs-dilated program at stride 2): a
+  convolution of the undilated input. `'dilated'` is the reference, in the caller's layout, shaped for cuDNN's
+  backward-data kernel."""
   x = jnp.ones((2, 8, 5, 5) if data_format == "NCHW" else (2, 5, 5, 8))
   layer = functools.partial(ct.conv2d_transpose, stride=2, pad_mode="pad", padding=1, data_format=data_format)
   module = _stablehlo(layer, x, jnp.ones((8, 4, 4, 4)), platform=platform)
+  assert "stablehlo.convolution" in module and "lhs_dilate" not in module, module
+  module = _stablehlo(functools.partial(layer, algorithm="dilated"), x, jnp.ones((8, 4, 4, 4)), platform=platform)
   reversed_kernel = _REVERSE.search(module)
   convolution = _CUDNN_BACKWARD_DATA.search(module)
   assert reversed_kernel and convolution, module
@@ -674,11 +677,12 @@ TPU_LAYOUT_PIN = export.DisabledSafetyCheck.custom_call("LayoutConstraint")
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
-@pytest.mark.parametrize("algorithm", ["auto", *ALGORITHMS])
+@pytest.mark.parametrize("algorithm", ["auto", "autotune", *ALGORITHMS])
 def test_an_export_with_symbolic_batch_and_spatial_sizes_computes_the_layer(n, algorithm):
   """`jax.export` with a symbolic batch and symbolic spatial sizes, for every platform at once: the algorithm
   rule reads sizes it cannot compare as unknown (it raised `InconclusiveDimensionOperation` on ``'b' >= '8'``).
-  Called here at two batch sizes and two input sizes, it equals the direct call, bit for bit (the CPU branch)."""
+  Called here at two batch sizes and two input sizes, it equals the direct call, bit for bit (the CPU branch; to
+  float rounding for ``'autotune'``, whose direct call measures the layer and may take another formulation)."""
   weight = jax.random.normal(jax.random.key(1), (4, 3, *(3,) * n))
   layer = functools.partial(ct.conv_transpose, weight=weight, stride=2, pad_mode="pad", padding=1,
                             output_padding=1, algorithm=algorithm)
@@ -689,7 +693,10 @@ def test_an_export_with_symbolic_batch_and_spatial_sizes_computes_the_layer(n, a
     x = jax.random.normal(jax.random.key(batch), (batch, 4, *(length,) * n))
     y = exported.call(x)
     assert y.shape == (batch, 3, *(2 * length,) * n)
-    np.testing.assert_array_equal(y, layer(x))
+    if algorithm == "autotune":
+      assert_close(y, layer(x))
+    else:
+      np.testing.assert_array_equal(y, layer(x))
 
 
 def test_phase_gradients_equal_dilated_gradients_in_a_module():
@@ -779,13 +786,10 @@ def test_auto_on_cpu_takes_the_reference_value_where_the_phases_cover_many_more_
   geometry = _arguments.geometry(2, 4, 2, "pad", 1, 1, 1)
   assert geometry.phase_work() == 1.0
   assert geometry.phase_work(spatial) == pytest.approx(work)
-  rows = 32 * math.prod(spatial)
-  assert functional._choose_algorithm("auto", geometry, 256, 128, jnp.float32, "cpu", rows, batch=32,
-                                      in_spatial=spatial) == expected
-  assert functional._choose_algorithm("auto", geometry, 256, 128, jnp.bfloat16, "cpu", rows, batch=32,
-                                      in_spatial=spatial) == "phase"  # the phases' product on the matrix units
-  assert functional._choose_algorithm("auto", geometry, 128, 256, jnp.float32, "cpu", rows, batch=32,
-                                      in_spatial=spatial) == "phase"  # more output channels than input
+  assert functional._choose_algorithm("auto", geometry, 256, 128, jnp.float32, "cpu", 32, spatial) == expected
+  # the phases' product on the matrix units; more output channels than input
+  assert functional._choose_algorithm("auto", geometry, 256, 128, jnp.bfloat16, "cpu", 32, spatial) == "phase"
+  assert functional._choose_algorithm("auto", geometry, 128, 256, jnp.float32, "cpu", 32, spatial) == "phase"
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -794,12 +798,12 @@ def test_auto_on_cpu_at_stride_one_takes_the_phase_value_where_its_product_fits(
   the reference's derivatives) while the product, ``N * prod(L) * prod(K) * C_out`` values of its accumulation
   type (float32 for bf16), stays within glibc's 32 MiB mmap threshold, else `'dilated'`."""
   geometry = _arguments.geometry(2, 5, 1, "pad", 2, 1, 1)
-  rows = 8 * 64 * 64  # 8x16->3 64x64 k5: 9.8 MB
-  assert functional._choose_algorithm("auto", geometry, 16, 3, dtype, "cpu", rows) == "hybrid"
-  assert functional._choose_algorithm("auto", geometry, 16, 3, dtype, "cpu", 12 * rows) == "dilated"
-  assert functional._choose_algorithm("auto", geometry, 16, 3, dtype, "gpu", rows) == "dilated"
+  # 8x16->3 64x64 k5: 9.8 MB
+  assert functional._choose_algorithm("auto", geometry, 16, 3, dtype, "cpu", 8, (64, 64)) == "hybrid"
+  assert functional._choose_algorithm("auto", geometry, 16, 3, dtype, "cpu", 96, (64, 64)) == "dilated"
+  assert functional._choose_algorithm("auto", geometry, 16, 3, dtype, "gpu", 8, (64, 64)) == "dilated"
   seven = _arguments.geometry(2, 7, 1, "pad", 3, 1, 1)  # 4x32->3 128x128 k7: 38.5 MB
-  assert functional._choose_algorithm("auto", seven, 32, 3, dtype, "cpu", 4 * 128 * 128) == "dilated"
+  assert functional._choose_algorithm("auto", seven, 32, 3, dtype, "cpu", 4, (128, 128)) == "dilated"
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
@@ -814,7 +818,7 @@ def test_auto_on_cpu_in_low_precision_takes_the_phases(dtype):
 
 @pytest.mark.parametrize("algorithm", ["Phase", "fft", None])
 def test_unknown_algorithm(algorithm):
-  with pytest.raises(ValueError, match=r"`algorithm` must be one of \['auto', 'dilated', 'phase', 'hybrid'\]"):
+  with pytest.raises(ValueError, match=r"`algorithm` must be one of \['auto', 'autotune', 'dilated', 'phase', 'hybrid'\]"):
     ct.conv2d_transpose(jnp.ones((1, 1, 2, 2)), jnp.ones((1, 1, 2, 2)), algorithm=algorithm)
   with pytest.raises(ValueError, match=r"`algorithm` must be one of"):
     ct.Conv2dTranspose(1, 1, 2, algorithm=algorithm)

@@ -92,6 +92,7 @@ def test_wheel_and_sdist_build_and_the_wheel_runs_the_demo(tmp_path):
     names = archive.namelist()
     metadata = email.message_from_bytes(archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))))
   assert "convtranspose/py.typed" in names and not any(n.startswith(("tests/", "docs/")) for n in names)
+  assert any(n.startswith("convtranspose/tables/") and n.endswith(".json") for n in names)  # the tuning tables
   assert metadata["License-Expression"] == "Apache-2.0" and metadata["Requires-Python"] == ">=3.11"
   assert "Programming Language :: Python :: 3.11" in metadata.get_all("Classifier")
   assert any(url.startswith("Documentation, ") for url in metadata.get_all("Project-URL"))
