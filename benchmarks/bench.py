@@ -252,15 +252,9 @@ def save(rows: list, path: Path) -> None:
 
 
 def cpu_model() -> str:
-  """The CPU's model name and its matrix extensions (``/proc/cpuinfo`` on Linux): whether bf16 products run on
-  AMX tiles or AVX-512 changes every bf16 timing (``platform.processor()`` is empty on Linux)."""
-  try:
-    info = Path("/proc/cpuinfo").read_text()
-  except OSError:
-    return platform.processor()
-  name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-  flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-  return f"{name} ({', '.join(sorted(flags & {'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile'})) or 'no AVX-512'})"
+  """The CPU's model name and its matrix extensions (`convtranspose.tuning.processor`, which keys the tuning
+  tables): whether bf16 products run on AMX tiles or AVX-512 changes every bf16 timing."""
+  return ct.tuning.processor()
 
 
 def machine_description() -> dict:

@@ -18,14 +18,12 @@ any of them was timed), in both layouts and in float32 and bfloat16, one process
 import argparse
 import itertools
 import json
-import math
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -143,11 +141,7 @@ def main() -> None:
           if args.quick and (dtype_name != "fp32" or channels_last):
             continue
           call = layer_call(layer, channels_last, dtype)
-          x, weight, target = tuning._operands(call)
-          operands = {False: (x, weight), True: (x, weight, target)}
-          candidates = {False: tuning.FORWARD_CANDIDATES, True: tuning.TRAINING_CANDIDATES}
-          programs = {train: {name: tuning.program(call, name, train) for name in candidates[train]}
-                      for train in (False, True)}
+          operands, programs = tuning.step_operands(call), tuning.candidate_programs(call)
           first = {train: tuning.median_times(programs[train], operands[train], args.repeats)
                    for train in (False, True)}
           measured = tuning.Measured(call.signature, first[False], first[True])
@@ -180,28 +174,23 @@ def main() -> None:
     for step in ("forward", "training"):
       ratios = [row[f"auto_over_fastest_{step}"] for row in rows if row["kind"] == kind]
       rule = [row[f"rule_over_fastest_{step}"] for row in rows if row["kind"] == kind]
-      print(f"{kind} {step}: auto / fastest geomean {geomean(ratios):.3f}, worst {max(ratios):.3f}; "
-            f"rule / fastest geomean {geomean(rule):.3f}, worst {max(rule):.3f}")
-
-
-def geomean(ratios: list[float]) -> float:
-  return math.exp(statistics.fmean(map(math.log, ratios)))
+      print(f"{kind} {step}: auto / fastest geomean {statistics.geometric_mean(ratios):.3f}, worst "
+            f"{max(ratios):.3f}; rule / fastest geomean {statistics.geometric_mean(rule):.3f}, worst {max(rule):.3f}")
 
 
 def save(rows: list, path: Path, seconds: float) -> None:
   import bench
   path.parent.mkdir(parents=True, exist_ok=True)
-  summary = {f"{kind} {step}": dict(auto_geomean=geomean([r[f"auto_over_fastest_{step}"] for r in rows
-                                                            if r["kind"] == kind]),
-                                    auto_worst=max(r[f"auto_over_fastest_{step}"] for r in rows if r["kind"] == kind),
-                                    rule_geomean=geomean([r[f"rule_over_fastest_{step}"] for r in rows
-                                                          if r["kind"] == kind]))
-             for kind in sorted({r["kind"] for r in rows}) for step in ("forward", "training")}
-  path.write_text(json.dumps(dict(machine=bench.machine_description(), seconds=seconds, over_fastest=summary, rows=rows),
-                             indent=1))
-
+  summary = {}
+  for kind in sorted({r["kind"] for r in rows}):
+    for step in ("forward", "training"):
+      auto = [r[f"auto_over_fastest_{step}"] for r in rows if r["kind"] == kind]
+      rule = [r[f"rule_over_fastest_{step}"] for r in rows if r["kind"] == kind]
+      summary[f"{kind} {step}"] = dict(auto_geomean=statistics.geometric_mean(auto), auto_worst=max(auto),
+                                       rule_geomean=statistics.geometric_mean(rule))
+  path.write_text(json.dumps(dict(machine=bench.machine_description(), seconds=seconds, over_fastest=summary,
+                                  rows=rows), indent=1))
 
 if __name__ == "__main__":
   jax.config.update("jax_platforms", "cpu")
-  np.set_printoptions(precision=3)
   main()

@@ -517,8 +517,7 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
     plain = geometry.group == 1 and all(d == 1 for d in geometry.dilation)
     return _hybrid.Plan("phase", "dilated", "adjoint") if plain else "phase"
   if platform == "tpu":
-    return "phase" if geometry.group > 1 else _tpu_plan(geometry, in_channels, out_channels, rows, batch,
-                                                        in_spatial)
+    return "phase" if geometry.group > 1 else _tpu_plan(geometry, in_channels, out_channels, batch, in_spatial)
   narrow = _phase.accumulation_type(dtype) is not None
   patch_row = taps * in_channels  # values per row of the phases' patch matrix (im2col)
   wasted = geometry.phase_holes() or geometry.phase_work(in_spatial) >= _PHASE_WORK_FOR_THE_REFERENCE
@@ -528,8 +527,8 @@ def _choose_algorithm(algorithm: str, geometry: _arguments.Geometry, in_channels
   return "phase"
 
 
-def _tpu_plan(geometry: _arguments.Geometry, in_channels: int, out_channels: int, rows: int | None,
-              batch: int | None, in_spatial: tuple[int, ...] | None) -> _hybrid.Plan:
+def _tpu_plan(geometry: _arguments.Geometry, in_channels: int, out_channels: int, batch: int | None,
+              in_spatial: tuple[int, ...] | None) -> _hybrid.Plan:
   """`auto` on TPU for one group and a stride: the value and the training step chosen apart (`_hybrid.Plan`).
 
   One program serves every TPU generation (`lax.platform_dependent` knows the platform, not the chip), so each
@@ -546,6 +545,7 @@ def _tpu_plan(geometry: _arguments.Geometry, in_channels: int, out_channels: int
   """
   every_phase = geometry.phase_count() == math.prod(geometry.stride) and not geometry.phase_holes()
   n = len(geometry.stride)
+  rows = None if batch is None or in_spatial is None else batch * math.prod(in_spatial)
   output_values = (rows or 0) * math.prod(geometry.stride) * out_channels
   weight_values = in_channels * out_channels * math.prod(geometry.kernel_size)
   large_2d = n == 1 or ((batch is None or batch >= 8) and (in_spatial is None or math.prod(in_spatial) >= 1024))

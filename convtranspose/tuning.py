@@ -466,12 +466,16 @@ def autotune(fn: Callable, *args: Any, repeats: int = 5, progress: bool = True,
 
 def measure(call: LayerCall, repeats: int = 5, clock: Callable[[], float] = time.perf_counter) -> Measured:
   """The median times of every candidate for ``call`` on the default device (`autotune`)."""
-  x, weight, target = _operands(call)
-  forward = median_times({name: program(call, name, train=False) for name in FORWARD_CANDIDATES}, (x, weight),
-                         repeats, clock)
-  training = median_times({name: program(call, name, train=True) for name in TRAINING_CANDIDATES},
-                          (x, weight, target), repeats, clock)
-  return Measured(call.signature, forward, training)
+  programs, operands = candidate_programs(call), step_operands(call)
+  times = {train: median_times(programs[train], operands[train], repeats, clock) for train in (False, True)}
+  return Measured(call.signature, times[False], times[True])
+
+
+def candidate_programs(call: LayerCall) -> dict[bool, dict[str, Callable]]:
+  """``{train: {algorithm: compiled}}``: each of `FORWARD_CANDIDATES` (``train=False``) and of
+  `TRAINING_CANDIDATES` (``train=True``) compiled by `program`."""
+  return {train: {name: program(call, name, train) for name in candidates}
+          for train, candidates in ((False, FORWARD_CANDIDATES), (True, TRAINING_CANDIDATES))}
 
 
 def program(call: LayerCall, algorithm: str, train: bool) -> Callable:
@@ -494,14 +498,16 @@ def program(call: LayerCall, algorithm: str, train: bool) -> Callable:
   return jax.jit(fn).lower(*operands).compile()
 
 
-def _operands(call: LayerCall) -> tuple[jax.Array, jax.Array, jax.Array]:
+def step_operands(call: LayerCall) -> dict[bool, tuple[jax.Array, ...]]:
+  """Seeded random operands of ``call``'s shapes: ``{False: (x, weight), True: (x, weight, target)}``, the
+  forward pass's and the training step's (the target in float32, the output's shape)."""
   from convtranspose.functional import _conv_transpose
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal(call.input_shape, np.float32), call.dtype)
   weight = jnp.asarray(rng.standard_normal(call.weight_shape, np.float32) / math.sqrt(math.prod(call.weight_shape[:1])),
                        call.dtype)
   out = jax.eval_shape(lambda x, w: _conv_transpose(x, w, None, call.geometry, call.precision, "dilated"), x, weight)
-  return x, weight, jnp.asarray(rng.standard_normal(out.shape, np.float32))
+  return {False: (x, weight), True: (x, weight, jnp.asarray(rng.standard_normal(out.shape, np.float32)))}
 
 
 def median_times(programs: dict[str, Callable], operands: tuple, repeats: int = 5,
