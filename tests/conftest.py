@@ -3,6 +3,9 @@
 import json
 import os
 import pathlib
+import re
+import shutil
+import tempfile
 
 # Keras 3 (tests/test_convert.py) on JAX, whatever the machine's Keras configuration says; set before any import.
 os.environ["KERAS_BACKEND"] = "jax"
@@ -23,6 +26,50 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 # Eight simulated CPU devices (as --xla_force_host_platform_device_count=8) for the sharding tests; computations
 # that name no sharding run on the first, as on one device.
 jax.config.update("jax_num_cpu_devices", 8)
+
+# One compilation cache for the run, shared by the xdist workers, which inherit its name from the controller
+# (the process that removes it at the end): a program compiled once is loaded by every other test that
+# compiles the same program, whichever worker runs it.
+if "PYTEST_XDIST_WORKER" not in os.environ:
+  os.environ["CONVTRANSPOSE_TEST_CACHE"] = tempfile.mkdtemp(prefix="convtranspose-tests-")
+COMPILATION_CACHE = pathlib.Path(os.environ["CONVTRANSPOSE_TEST_CACHE"])
+jax.config.update("jax_compilation_cache_dir", str(COMPILATION_CACHE))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+# Keyed with the programs' metadata too: a test reading operation names from a compiled program gets its own.
+jax.config.update("jax_compilation_cache_include_metadata_in_key", True)
+
+
+def pytest_sessionfinish(session):
+  if "PYTEST_XDIST_WORKER" not in os.environ:  # the controller, or a run without workers
+    shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
+
+
+# `pytest -m quick`: the first case of every test function, for the edit-test loop; not the exhaustive tier,
+# not the property tests (hypothesis draws many examples; the grids beside them cover their features), not the
+# doctests (the API's examples, which the tests cover), and not the few tests that are one long run each (the
+# site's build, two processes training, the wheel, the demo, whose code `test_readme_example_runs` runs, and
+# the accelerator branches' eager vmap, whose features the other quick tests meet).
+NOT_QUICK = {"test_the_site_builds_and_links", "test_two_processes_train_as_one_device",
+             "test_wheel_and_sdist_build_and_the_wheel_runs_the_demo",
+             "test_demo_prints_the_seed_example_shape_and_nothing_of_cuda_or_tpus",
+             "test_vmap_bias_and_padding_modes_equal_the_cpu_branch"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+  """Marks the first item of each test function `quick`."""
+  seen = set()
+  for item in items:
+    function = getattr(item, "originalname", None) or item.name
+    key = (item.nodeid.split("::")[0], function)
+    if (key in seen or function in NOT_QUICK or isinstance(item, pytest.DoctestItem)
+        or getattr(getattr(item, "obj", None), "is_hypothesis_test", False)
+        or any(item.get_closest_marker(m) for m in ("exhaustive", "accelerators"))):
+      continue
+    seen.add(key)
+    item.add_marker(pytest.mark.quick)
+
 
 # CI draws the same examples every run (a red CI is then reproducible); developers draw fresh ones.
 hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
@@ -117,3 +164,34 @@ class Built:
 def build(framework: str, name: str, *args, x, **kwargs) -> Built:
   """``convtranspose.<name>(*args, **kwargs)`` (linen, initialized on ``x``) or ``convtranspose.nnx.<name>``."""
   return Built(framework, name, args, kwargs, x)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Program identity: two functions that JAX lowers to the same StableHLO compile to the same XLA program, so
+# compute the same numbers. A module is checked against the function it calls that way, without compiling it
+# a second time: the function's program is the one checked against the reference.
+
+
+def lowered_text(fn, *args) -> str:
+  """What JAX gives XLA for ``jax.jit(fn)(*args)`` on this machine (StableHLO, no debug locations), the
+  module's name (the function's) dropped."""
+  return re.sub(r"^module @\S+", "module", jax.jit(fn).lower(*args).as_text(), count=1)
+
+
+def layer_program(framework: str, name: str, *args, x, **kwargs) -> tuple[dict, str]:
+  """``convtranspose.<name>(*args, **kwargs)`` (linen, initialized by a jitted ``init``, whose forward pass XLA
+  drops) or ``convtranspose.nnx.<name>``: its parameters (``{'weight': ..., 'bias': ...}``) and the
+  `lowered_text` of the layer called on ``x`` with those parameters as the arguments (the same pytree in both
+  frameworks)."""
+  import flax.nnx
+
+  import convtranspose as ct
+
+  if framework == "linen":
+    layer = getattr(ct, name)(*args, **kwargs)
+    params = dict(jax.jit(layer.init)(jax.random.key(0), x)["params"])
+    return params, lowered_text(lambda params, x: layer.apply({"params": params}, x), params, x)
+  layer = getattr(ct.nnx, name)(*args, **kwargs, rngs=flax.nnx.Rngs(0))
+  graphdef, state = flax.nnx.split(layer)
+  params = flax.nnx.to_pure_dict(flax.nnx.state(layer, flax.nnx.Param))
+  return params, lowered_text(lambda state, x: flax.nnx.merge(graphdef, state)(x), state, x)

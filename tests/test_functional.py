@@ -189,8 +189,9 @@ def test_equals_vjp_of_forward_conv(layer, seed, algorithm):
 def test_gradients_are_those_of_the_adjoint(layer, seed, algorithm):
   """d/dx and d/dW of <z, conv_transpose(x, W)> equal those of <conv(z, W), x>, computed by JAX's own rules."""
   x, weight, z = random_operands(layer, seed)
-  ours = jax.grad(lambda x, w: jnp.vdot(z, apply(layer, x, w, algorithm=algorithm)), argnums=(0, 1))(x, weight)
-  theirs = jax.grad(lambda x, w: jnp.vdot(layer_forward(layer, z, w), x), argnums=(0, 1))(x, weight)
+  ours = jax.jit(jax.grad(lambda x, w: jnp.vdot(z, apply(layer, x, w, algorithm=algorithm)), argnums=(0, 1)))(
+      x, weight)
+  theirs = jax.jit(jax.grad(lambda x, w: jnp.vdot(layer_forward(layer, z, w), x), argnums=(0, 1)))(x, weight)
   for a, b in zip(ours, theirs):
     assert_close(a, b)
 
@@ -279,20 +280,17 @@ def test_few_output_channels_multiply_first_and_match_pytorch(n, kernel, stride,
   bias = jnp.linspace(-1.0, 1.0, out_channels)
   ours = functools.partial(apply, layer, algorithm=algorithm)
   assert_close(ours(x, weight, bias), torch_reference(layer, x, weight, bias))
-  gradients = jax.grad(lambda x, w: jnp.vdot(z, jnp.sin(ours(x, w))), argnums=(0, 1))(x, weight)
-  expected = jax.grad(lambda x, w: jnp.vdot(z, jnp.sin(apply(layer, x, w, algorithm="dilated"))),
-                      argnums=(0, 1))(x, weight)
-  jax.tree.map(assert_close, gradients, expected)
-  tangents = (jnp.cos(x), jnp.flip(weight))
-  jax.tree.map(assert_close, jax.jvp(ours, (x, weight), tangents),
-               jax.jvp(functools.partial(apply, layer, algorithm="dilated"), (x, weight), tangents))
 
-  def second_order(algorithm):  # d/dW of |d loss / dx|^2
+  @functools.partial(jax.jit, static_argnums=0)  # each algorithm's derivatives as one program
+  def derivatives(algorithm):
     def loss(x, w):
       return jnp.vdot(z, jnp.sin(apply(layer, x, w, algorithm=algorithm)))
-    return jax.grad(lambda w: jnp.sum(jax.grad(loss)(x, w) ** 2))(weight)
+    tangents = (jnp.cos(x), jnp.flip(weight))
+    second_order = jax.grad(lambda w: jnp.sum(jax.grad(loss)(x, w) ** 2))(weight)  # d/dW of |d loss / dx|^2
+    return (jax.grad(loss, argnums=(0, 1))(x, weight),
+            jax.jvp(functools.partial(apply, layer, algorithm=algorithm), (x, weight), tangents), second_order)
 
-  assert_close(second_order(algorithm), second_order("dilated"))
+  jax.tree.map(assert_close, derivatives(algorithm), derivatives("dilated"))
   if algorithm != "hybrid":  # hybrid's value is the reference's convolution on CPU
     program = _stablehlo(ours, x, weight, platform="cpu")
     # channels-first: the kernel's transpose broadcast to (N, prod(K) * M, 16) times (N, 16, prod(L)), batched
@@ -693,10 +691,11 @@ def test_an_export_with_symbolic_batch_and_spatial_sizes_computes_the_layer(n, a
     x = jax.random.normal(jax.random.key(batch), (batch, 4, *(length,) * n))
     y = exported.call(x)
     assert y.shape == (batch, 3, *(2 * length,) * n)
+    direct = jax.jit(layer)(x)  # one program (op by op, every operation would be compiled on its own)
     if algorithm == "autotune":
-      assert_close(y, layer(x))
+      assert_close(y, direct)
     else:
-      np.testing.assert_array_equal(y, layer(x))
+      np.testing.assert_array_equal(y, direct)
 
 
 def test_phase_gradients_equal_dilated_gradients_in_a_module():
@@ -709,6 +708,7 @@ def test_phase_gradients_equal_dilated_gradients_in_a_module():
   jax.tree.map(assert_close, grads[1], grads[0])
 
 
+@pytest.mark.exhaustive  # the fast tier: tests/test_tuning.py's every pair of choices, hybrid's among them
 @settings(deadline=None, max_examples=12)
 @given(layer=layers(), seed=st.integers(0, 2**16))
 def test_hybrid_is_dilated_as_a_value_and_phase_under_differentiation(layer, seed):

@@ -1,4 +1,11 @@
-"""The functions and the modules against real MindSpore 2.10 (fixtures from ``make_mindspore_golden.py``)."""
+"""The functions and the modules against real MindSpore 2.10 (fixtures from ``make_mindspore_golden.py``).
+
+The functions are compiled and run on every case with ``'auto'`` and, in the exhaustive tier (``pytest -m
+exhaustive``), with each algorithm. A module is the function with its parameters: each module test checks the
+parameters it initializes (the given arrays) and that its program, in linen and in NNX, is the very program of
+the function with ``'auto'`` (`conftest.lowered_text`), which the function's test of that case checks against
+MindSpore.
+"""
 
 import functools
 
@@ -7,7 +14,7 @@ import numpy as np
 import pytest
 
 import convtranspose as ct
-from conftest import FRAMEWORKS, assert_close, build, load_cases
+from conftest import FRAMEWORKS, assert_close, layer_program, load_cases, lowered_text
 
 CONFIGS, ARRAYS = load_cases("mindspore_conv2d_transpose.npz")
 SHAPE_CONFIGS, _ = load_cases("mindspore_output_shapes.npz")
@@ -34,20 +41,45 @@ def test_fixtures_cover_the_issue_ranges():
   assert str(ARRAYS["mindspore_version"]).startswith("2.")
 
 
-ALGORITHMS = ("dilated", "phase")
+ALGORITHMS = ("dilated", "phase", "auto")
+# 'auto' on every case in the test tier, each algorithm on every case in the exhaustive one.
+TIERED = [pytest.param(a, marks=pytest.mark.exhaustive) if a != "auto" else a for a in ALGORITHMS]
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def _params(weight, bias) -> dict:
+  return {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+
+
+def _check_module(name, args, x, weight, bias, function):
+  """In linen and NNX, the layer's parameters are the given arrays (a 1-D layer's weight with MindSpore's extra
+  axis of one), and its program is ``function``'s, given those parameters as a module is given them."""
+  function_program = None
+  for framework in FRAMEWORKS:
+    params, program = layer_program(framework, name, *args, x=x)
+    assert set(params) == set(_params(weight, bias))
+    np.testing.assert_array_equal(params["weight"].reshape(weight.shape), weight)  # the array initializer
+    if bias is not None:
+      np.testing.assert_array_equal(params["bias"], bias)
+    function_program = function_program or lowered_text(
+        lambda params, x: function(x, params["weight"].reshape(weight.shape), params.get("bias")), params, x)
+    assert program == function_program, framework
+
+
+def _function_2d(config, algorithm="auto", **kwargs):
+  return functools.partial(ct.conv2d_transpose, stride=config["stride"], pad_mode=config["pad_mode"],
+                           padding=config["padding"], dilation=config["dilation"], group=config["group"],
+                           algorithm=algorithm, **kwargs)
+
+
+@pytest.mark.parametrize("algorithm", TIERED)
 @pytest.mark.parametrize("i", CASES)
 def test_function_matches_mindspore(i, algorithm):
   config, x, weight, bias, expected = _case(i)
-  fn = jax.jit(functools.partial(ct.conv2d_transpose, stride=config["stride"], pad_mode=config["pad_mode"],
-                                 padding=config["padding"], dilation=config["dilation"], group=config["group"],
-                                 algorithm=algorithm))
-  assert_close(fn(x, weight, bias), expected)
+  assert_close(jax.jit(_function_2d(config, algorithm))(x, weight, bias), expected)
 
 
-@pytest.mark.parametrize("i", CASES[::10])
+@pytest.mark.parametrize("i", [i if i % 100 == 0 else pytest.param(i, marks=pytest.mark.exhaustive)
+                               for i in CASES[::10]])  # op by op, every operation compiled on its own
 def test_function_without_jit_matches_mindspore(i):
   config, x, weight, bias, expected = _case(i)
   y = ct.conv_transpose(x, weight, bias, config["stride"], config["pad_mode"], config["padding"], config["dilation"],
@@ -55,15 +87,14 @@ def test_function_without_jit_matches_mindspore(i):
   assert_close(y, expected)
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize("i", CASES)
-def test_module_matches_mindspore(i, framework):
-  config, x, weight, bias, expected = _case(i)
-  layer = build(framework, "Conv2dTranspose", config["in_channels"], config["out_channels"], config["kernel_size"],
-                config["stride"], config["pad_mode"], config["padding"], config["dilation"], config["group"],
-                config["has_bias"], weight_init=weight, bias_init=bias if bias is not None else "zeros", x=x)
-  np.testing.assert_array_equal(layer.params["weight"], weight)  # the array initializer, as given
-  assert_close(layer(x), expected)
+def test_module_matches_mindspore(i):
+  """In linen and NNX; its program is the function's with 'auto': `test_function_matches_mindspore[auto-i]`."""
+  config, x, weight, bias, _ = _case(i)
+  args = (config["in_channels"], config["out_channels"], config["kernel_size"], config["stride"], config["pad_mode"],
+          config["padding"], config["dilation"], config["group"], config["has_bias"], weight,
+          bias if bias is not None else "zeros")
+  _check_module("Conv2dTranspose", args, x, weight, bias, _function_2d(config))
 
 
 def test_output_shape_table_matches_mindspore():
@@ -119,30 +150,36 @@ def test_family_fixtures_cover_the_arguments():
   assert any(len(set(c["padding"])) > 1 for c in configs_3d if c["pad_mode"] == "pad")  # asymmetric
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-@pytest.mark.parametrize("n, i", FAMILY_CASES)
+def _family_function(config, algorithm="auto"):
+  return functools.partial(ct.conv_transpose, stride=config["stride"], pad_mode=config["pad_mode"],
+                           padding=config["padding"], dilation=config["dilation"], group=config["group"],
+                           output_padding=config.get("output_padding", 0), algorithm=algorithm)
+
+
+MODULE_CASES = FAMILY_CASES[::3]
+
+
+@pytest.mark.parametrize("n, i, algorithm", [
+    (n, i, "auto") if algorithm == "auto" else pytest.param(n, i, algorithm, marks=pytest.mark.exhaustive)
+    for n, i in FAMILY_CASES for algorithm in ALGORITHMS if algorithm != "auto" or (n, i) in MODULE_CASES])
 def test_family_function_matches_mindspore(n, i, algorithm):
   config, x, weight, bias, expected = _family_case(n, i)
-  fn = jax.jit(functools.partial(ct.conv_transpose, stride=config["stride"], pad_mode=config["pad_mode"],
-                                 padding=config["padding"], dilation=config["dilation"], group=config["group"],
-                                 output_padding=config.get("output_padding", 0), algorithm=algorithm))
-  assert_close(fn(x, weight, bias), expected)
+  assert_close(jax.jit(_family_function(config, algorithm))(x, weight, bias), expected)
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-@pytest.mark.parametrize("n, i", FAMILY_CASES[::3])
-def test_family_module_matches_mindspore(n, i, framework):
-  """Positional arguments in MindSpore's order: the 3-D layer takes output_padding before has_bias."""
-  config, x, weight, bias, expected = _family_case(n, i)
+@pytest.mark.parametrize("n, i", MODULE_CASES)
+def test_family_module_matches_mindspore(n, i):
+  """Positional arguments in MindSpore's order: the 3-D layer takes output_padding before has_bias. Its program
+  is the function's with 'auto': `test_family_function_matches_mindspore[n-i-auto]`."""
+  config, x, weight, bias, _ = _family_case(n, i)
   leading = [config[k] for k in ("in_channels", "out_channels", "kernel_size", "stride", "pad_mode", "padding",
                                  "dilation", "group")]
   bias_init = bias if bias is not None else "zeros"
   if n == 3:
-    layer = build(framework, "Conv3dTranspose", *leading, config["output_padding"], config["has_bias"], weight,
-                  bias_init, x=x)
+    args = (*leading, config["output_padding"], config["has_bias"], weight, bias_init)
   else:
-    layer = build(framework, "Conv1dTranspose", *leading, config["has_bias"], weight, bias_init, x=x)
-  assert_close(layer(x), expected)
+    args = (*leading, config["has_bias"], weight, bias_init)
+  _check_module(f"Conv{n}dTranspose", args, x, weight, bias, _family_function(config))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -152,21 +189,29 @@ def test_family_module_matches_mindspore(n, i, framework):
 OP_CONFIGS, OP_ARRAYS = load_cases("mindspore_conv2d_output_padding.npz")
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-@pytest.mark.parametrize("i", range(len(OP_CONFIGS)))
-def test_2d_output_padding_differs_from_mindspore_only_in_the_added_rows(i, framework):
+def _output_padding_case(i):
   config = OP_CONFIGS[i]
-  x, weight, bias, expected = (OP_ARRAYS[f"x_{i}"], OP_ARRAYS[f"weight_{i}"], OP_ARRAYS.get(f"bias_{i}"),
-                               OP_ARRAYS[f"y_{i}"])
-  layer = build(framework, "Conv2dTranspose", config["in_channels"], config["out_channels"], config["kernel_size"],
-                config["stride"], config["pad_mode"], config["padding"], config["dilation"], config["group"],
-                config["has_bias"], weight, bias if bias is not None else "zeros", config["output_padding"], x=x)
-  y = np.asarray(layer(x))
+  return config, OP_ARRAYS[f"x_{i}"], OP_ARRAYS[f"weight_{i}"], OP_ARRAYS.get(f"bias_{i}"), OP_ARRAYS[f"y_{i}"]
+
+
+@pytest.mark.parametrize("i", range(len(OP_CONFIGS)))
+def test_2d_output_padding_differs_from_mindspore_only_in_the_added_rows(i):
+  config, x, weight, bias, expected = _output_padding_case(i)
+  y = np.asarray(jax.jit(_function_2d(config, output_padding=config["output_padding"]))(x, weight, bias))
   assert y.shape == expected.shape
   rows, cols = (size - op for size, op in zip(y.shape[2:], config["output_padding"]))
   assert_close(y[:, :, :rows, :cols], expected[:, :, :rows, :cols])
   np.testing.assert_array_equal(expected[:, :, rows:], 0)  # MindSpore: zeros, even with a bias
   np.testing.assert_array_equal(expected[:, :, :, cols:], 0)
-  unpadded = ct.conv2d_transpose(x, weight, bias, config["stride"], "pad", config["padding"], config["dilation"],
-                                 config["group"])
+  unpadded = jax.jit(_function_2d(config))(x, weight, bias)
   assert_close(y[:, :, :rows, :cols], unpadded)  # output_padding only appends
+
+
+@pytest.mark.parametrize("i", range(len(OP_CONFIGS)))
+def test_2d_output_padding_module_is_the_function(i):
+  """Its program is the function's: `test_2d_output_padding_differs_from_mindspore_only_in_the_added_rows[i]`."""
+  config, x, weight, bias, _ = _output_padding_case(i)
+  args = (config["in_channels"], config["out_channels"], config["kernel_size"], config["stride"], config["pad_mode"],
+          config["padding"], config["dilation"], config["group"], config["has_bias"], weight,
+          bias if bias is not None else "zeros", config["output_padding"])
+  _check_module("Conv2dTranspose", args, x, weight, bias, _function_2d(config, output_padding=config["output_padding"]))

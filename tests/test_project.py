@@ -12,22 +12,17 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_demo_prints_the_seed_example_shape():
-  result = subprocess.run([sys.executable, "-m", "convtranspose"], capture_output=True, text=True, cwd=ROOT,
-                          timeout=600)
-  assert result.returncode == 0, result.stderr
-  assert "output: (1, 64, 19, 53)" in result.stdout
-  assert "convtranspose:            (1, 1, 5, 24)" in result.stdout
-
-
-def test_the_demo_says_nothing_of_cuda_or_tpus_in_the_test_environment():
-  """The accelerator compilers live in their own environment: in this one (the test extra, a CPU host, no
-  JAX_PLATFORMS set) no JAX process reports a missing CUDA driver or TPU, as about 30 lines did."""
+def test_demo_prints_the_seed_example_shape_and_nothing_of_cuda_or_tpus():
+  """The demo as a newcomer runs it (no JAX_PLATFORMS set). The accelerator compilers live in their own
+  environment: in this one (the test extra, a CPU host) no JAX process reports a missing CUDA driver or TPU, as
+  about 30 lines did."""
   environment = {key: value for key, value in os.environ.items() if key not in ("JAX_PLATFORMS",
                                                                                    "ALLOW_MULTIPLE_LIBTPU_LOAD")}
   result = subprocess.run([sys.executable, "-m", "convtranspose"], capture_output=True, text=True, cwd=ROOT,
                           timeout=600, env=environment)
   assert result.returncode == 0, result.stderr
+  assert "output: (1, 64, 19, 53)" in result.stdout
+  assert "convtranspose:            (1, 1, 5, 24)" in result.stdout
   noise = [line for line in result.stderr.splitlines() if any(word in line for word in ("CUDA", "cuda", "TPU", "tpu"))]
   assert not noise, result.stderr
 
@@ -39,8 +34,9 @@ def test_readme_has_the_two_commands_and_ci_runs_the_test_command():
   tests = ("python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest -n 2 && "
            "python3 -m venv .venv-accelerators && .venv-accelerators/bin/pip install -e '.[accelerator-tests]' && "
            ".venv-accelerators/bin/python -m pytest -n 2 -m accelerators tests/test_accelerator_programs.py")
-  assert demo in readme and tests in readme
-  assert tests in ci
+  exhaustive = ".venv/bin/python -m pytest -n 2 -m exhaustive"
+  assert demo in readme and tests in readme and f"```bash\n{exhaustive}\n```" in readme
+  assert tests in ci and f"{tests} && {exhaustive} )" in ci
 
 
 def test_public_api_is_what_init_exports():

@@ -98,7 +98,10 @@ def _weight_spec(weight_shape, axis, mesh):
   return P(None, axis) if weight_shape[1] % mesh.shape[axis] == 0 else P(axis)
 
 
-@pytest.mark.parametrize("index", range(len(PLACEMENTS)),
+# Every mesh and every way to shard the batch in the test tier, the weight's output channels sharded too in the
+# exhaustive one (`pytest -m exhaustive`).
+@pytest.mark.parametrize("index", [i if PLACEMENTS[i][2] is None else pytest.param(i, marks=pytest.mark.exhaustive)
+                                   for i in range(len(PLACEMENTS))],
                          ids=[f"{m}-batch:{'+'.join(b) or 'none'}-weight:{w}" for m, b, w in PLACEMENTS])
 def test_sharded_equals_one_device(index):
   mesh_name, batch_axes, weight_axis = PLACEMENTS[index]
