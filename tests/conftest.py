@@ -179,19 +179,12 @@ def lowered_text(fn, *args) -> str:
 
 
 def layer_program(framework: str, name: str, *args, x, **kwargs) -> tuple[dict, str]:
-  """``convtranspose.<name>(*args, **kwargs)`` (linen, initialized by a jitted ``init``, whose forward pass XLA
-  drops) or ``convtranspose.nnx.<name>``: its parameters (``{'weight': ..., 'bias': ...}``) and the
-  `lowered_text` of the layer called on ``x`` with those parameters as the arguments (the same pytree in both
-  frameworks)."""
+  """The layer `build` makes: its parameters (``{'weight': ..., 'bias': ...}``) and the `lowered_text` of the layer
+  called on ``x`` with those parameters as the arguments (the same pytree in both frameworks)."""
   import flax.nnx
 
-  import convtranspose as ct
-
+  built = build(framework, name, *args, x=x, **kwargs)
   if framework == "linen":
-    layer = getattr(ct, name)(*args, **kwargs)
-    params = dict(jax.jit(layer.init)(jax.random.key(0), x)["params"])
-    return params, lowered_text(lambda params, x: layer.apply({"params": params}, x), params, x)
-  layer = getattr(ct.nnx, name)(*args, **kwargs, rngs=flax.nnx.Rngs(0))
-  graphdef, state = flax.nnx.split(layer)
-  params = flax.nnx.to_pure_dict(flax.nnx.state(layer, flax.nnx.Param))
-  return params, lowered_text(lambda state, x: flax.nnx.merge(graphdef, state)(x), state, x)
+    return built.params, lowered_text(lambda params, x: built.layer.apply({"params": params}, x), built.params, x)
+  graphdef, state = flax.nnx.split(built.layer)
+  return built.params, lowered_text(lambda state, x: flax.nnx.merge(graphdef, state)(x), state, x)

@@ -23,6 +23,7 @@ PROBE = pathlib.Path(__file__).resolve().parent / "xla_abort_probe.py"
 ROOT = PROBE.parent.parent
 NUM_CHUNKS = 4  # per platform: the two test workers share eight
 BATCH = 64  # configurations per XLA program
+SWEEP = list(xla_abort_probe.configurations())
 # Versions on which the unguarded formulation was seen to abort (CPU; 0.11.2 on GPU too).
 KNOWN_AFFECTED_JAXLIB = {"0.10.2", "0.11.2"}
 # Unguarded, this configuration aborts in the weight gradient: k=4, s=2, padding 3 gives out == stride.
@@ -84,9 +85,6 @@ def test_an_abort_is_reported_not_fatal():
   result = run_python("-c", "import os; print('config (about to abort)', flush=True); os.abort()")
   assert result.returncode == -signal.SIGABRT
   assert "about to abort" in describe(result)
-
-
-SWEEP = list(xla_abort_probe.configurations())
 
 
 def test_an_aborting_batch_gets_one_verdict_per_configuration():
